@@ -1,0 +1,72 @@
+"""Smoke check run at the end of ./setup.sh: versions, device, and one sharded embedding forward.
+
+Run it by hand with `python -m tml.tools.env_check` when an install looks suspicious.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import sys
+import warnings
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _sharded_embedding_forward() -> str:
+    import torch
+    import torchrec
+    from torchrec.distributed.model_parallel import DistributedModelParallel
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    from tml.common.device import setup_and_get_device, teardown
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    # The planner explains its defaults at WARNING level; a smoke check only reports pass or fail.
+    for name in ("", "torchrec", "torch.fx._symbolic_trace"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    device = setup_and_get_device()
+    try:
+        tables = [
+            torchrec.EmbeddingBagConfig(name="t0", embedding_dim=8, num_embeddings=16, feature_names=["f0"]),
+        ]
+        module = torchrec.EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
+        sharded = DistributedModelParallel(module, device=device)
+        ids = KeyedJaggedTensor.from_lengths_sync(
+            keys=["f0"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([2, 1])
+        ).to(device)
+        pooled = sharded(ids).to_dict()["f0"]
+        if tuple(pooled.shape) != (2, 8) or not torch.isfinite(pooled).all():
+            raise RuntimeError(f"unexpected pooled output {tuple(pooled.shape)}")
+        return f"ok (sharded EmbeddingBagCollection forward on {device})"
+    finally:
+        teardown()
+
+
+def main() -> int:
+    import torch
+
+    import tml
+
+    device = f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+    print(f"tml           {tml.__version__} ({tml.__file__})")
+    print(f"python        {sys.version.split()[0]}")
+    for distribution in ("torch", "torchrec", "fbgemm-gpu-cpu", "fbgemm-gpu", "pyarrow", "pydantic"):
+        version = _version(distribution)
+        if version != "not installed" or distribution in ("torch", "torchrec"):
+            print(f"{distribution:<13} {version}")
+    print(f"device        {device}")
+    try:
+        print(f"sharded emb   {_sharded_embedding_forward()}")
+    except Exception as error:  # noqa: BLE001 - the point is to report any failure in one line
+        print(f"sharded emb   FAILED: {type(error).__name__}: {error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
