@@ -1,0 +1,1 @@
+from tml.core.config.base_config import BaseConfig

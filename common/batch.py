@@ -1,0 +1,102 @@
+"""Batches that torchrec's train pipelines can move between devices and streams.
+
+A batch is a dataclass of tensors (and torchrec jagged tensors). torchrec's pipelines need
+`to(device, non_blocking)`, `record_stream(stream)` and `pin_memory()`; tml's loops need
+`batch_size` and `as_dict()`. Subclasses only declare fields.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Optional
+
+import pyarrow as pa
+import torch
+from torchrec.streamable import Pipelineable
+
+
+def _move(value: Any, device: torch.device, non_blocking: bool) -> Any:
+    return value.to(device=device, non_blocking=non_blocking) if value is not None else None
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, torch.Tensor):
+        return f"Tensor{tuple(value.shape)}:{str(value.dtype).replace('torch.', '')}"
+    length_per_key = getattr(value, "length_per_key", None)
+    if callable(length_per_key):
+        return f"{type(value).__name__}(keys={value.keys()}, length_per_key={length_per_key()})"
+    return type(value).__name__
+
+
+class BatchBase(Pipelineable, abc.ABC):
+    @abc.abstractmethod
+    def as_dict(self) -> dict[str, Any]:
+        """Field name -> value, in declaration order."""
+
+    def _replace(self, values: dict[str, Any]) -> "BatchBase":
+        return type(self)(**values)
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> "BatchBase":
+        return self._replace({k: _move(v, device, non_blocking) for k, v in self.as_dict().items()})
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        for value in self.as_dict().values():
+            if value is not None:
+                value.record_stream(stream)
+
+    def pin_memory(self) -> "BatchBase":
+        return self._replace({k: (v.pin_memory() if v is not None else None) for k, v in self.as_dict().items()})
+
+    @property
+    def batch_size(self) -> int:
+        """Rows in the batch: dim 0 of the first dense tensor, else the stride of a jagged one."""
+        for value in self.as_dict().values():
+            if isinstance(value, torch.Tensor):
+                return int(value.shape[0])
+        for value in self.as_dict().values():
+            stride = getattr(value, "stride", None)
+            if callable(stride):
+                return int(stride())
+        raise ValueError(f"{type(self).__name__} has no tensor to take a batch size from")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={_describe(value)}" for name, value in self.as_dict().items())
+        return f"{type(self).__name__}({fields})"
+
+
+@dataclasses.dataclass
+class DataclassBatch(BatchBase):
+    """Subclass with `@dataclasses.dataclass` and tensor fields, or build one with `from_schema`."""
+
+    @classmethod
+    def feature_names(cls) -> list[str]:
+        return [field.name for field in dataclasses.fields(cls)]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.feature_names()}
+
+    def _replace(self, values: dict[str, Any]) -> "DataclassBatch":
+        return dataclasses.replace(self, **values)
+
+    @staticmethod
+    def from_fields(name: str, fields: dict[str, Any]) -> type["DataclassBatch"]:
+        """A new batch class named `name` with the given `{field: type}`; every field defaults to None."""
+        spec = [(field, Optional[kind], dataclasses.field(default=None)) for field, kind in fields.items()]
+        return dataclasses.make_dataclass(cls_name=name, fields=spec, bases=(DataclassBatch,))
+
+    @staticmethod
+    def from_schema(name: str, schema: pa.Schema) -> type["DataclassBatch"]:
+        """A batch class with one tensor field per column of a pyarrow schema."""
+        return DataclassBatch.from_fields(name, {column: torch.Tensor for column in schema.names})
+
+
+class DictionaryBatch(BatchBase, dict):
+    """A batch whose fields are dict keys, for data whose columns are only known at run time."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self)
+
+    def _replace(self, values: dict[str, Any]) -> "DictionaryBatch":
+        return DictionaryBatch(values)

@@ -1,0 +1,66 @@
+"""fsspec file systems chosen by path, with a clear message when a protocol's package is missing."""
+from __future__ import annotations
+
+import functools
+from typing import IO, Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+# Packages that implement the protocols users are most likely to meet.
+_PROTOCOL_PACKAGES = {
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "s3": "s3fs",
+    "s3a": "s3fs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+    "hdfs": "pyarrow (with libhdfs available)",
+}
+
+
+def _protocol(path: str) -> str:
+    return path.split("://", 1)[0] if "://" in path else "file"
+
+
+@functools.lru_cache(maxsize=None)
+def _filesystem_for(protocol: str) -> fsspec.AbstractFileSystem:
+    try:
+        return fsspec.filesystem(protocol)
+    except (ImportError, ValueError) as error:
+        package = _PROTOCOL_PACKAGES.get(protocol)
+        hint = f"install '{package}' into the environment (.venv/bin/pip install {package.split()[0]})" if package else (
+            "check the path's protocol spelling")
+        raise ImportError(f"cannot open '{protocol}://' paths: {error}. To use them, {hint}.") from error
+
+
+def infer_fs(path: str) -> fsspec.AbstractFileSystem:
+    """The file system that serves `path` (a plain path or `file://` is local)."""
+    return _filesystem_for(_protocol(path))
+
+
+def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def strip_protocol(path: str) -> str:
+    return infer_fs(path)._strip_protocol(path)
+
+
+def glob(pattern: str) -> list[str]:
+    """Sorted matches of `pattern`, keeping the protocol so results can be opened again."""
+    fs = infer_fs(pattern)
+    matches = fs.glob(pattern)
+    return sorted(matches if is_local_fs(fs) else [fs.unstrip_protocol(match) for match in matches])
+
+
+def exists(path: str) -> bool:
+    return infer_fs(path).exists(path)
+
+
+def open_file(path: str, mode: str = "rb", **kwargs: Any) -> IO:
+    """Open `path` on its file system; a missing file raises FileNotFoundError naming it."""
+    fs = infer_fs(path)
+    if "r" in mode and not fs.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    return fs.open(path, mode, **kwargs)

@@ -1,0 +1,113 @@
+"""Helpers for tests that need a process group: one in-process rank, or N spawned gloo ranks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import tempfile
+import time
+import traceback
+from typing import Any, Callable, Iterator
+
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+@contextlib.contextmanager
+def single_process_group() -> Iterator[None]:
+    """A world-size-1 gloo group backed by an in-memory store: no ports, no environment."""
+    if dist.is_initialized():
+        raise RuntimeError("a default process group already exists; nested groups are not supported")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+# Kept for readers of the original, whose tests used this name.
+mock_pg = single_process_group
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_entry(
+    rank: int,
+    world_size: int,
+    port: int,
+    result_dir: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
+    import torch
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_WORLD_SIZE=str(world_size),
+        OMP_NUM_THREADS="1",
+    )
+    torch.set_num_threads(1)
+    outcome: tuple[str, Any, float]
+    try:
+        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+        try:
+            outcome = ("ok", fn(rank, world_size, *args), time.time())
+        except BaseException:  # noqa: BLE001 - the parent re-raises it with this rank's traceback
+            # Stamped before tearing the group down: peers fail only once this rank leaves it.
+            outcome = ("error", traceback.format_exc(), time.time())
+        finally:
+            dist.destroy_process_group()
+    except BaseException:  # noqa: BLE001
+        outcome = ("error", traceback.format_exc(), time.time())
+    torch.save(outcome, os.path.join(result_dir, f"rank{rank}.pt"))
+
+
+def run_on_ranks(
+    fn: Callable[..., Any], world_size: int, *args: Any, timeout_s: float = 120.0
+) -> list[Any]:
+    """Run `fn(rank, world_size, *args)` on `world_size` spawned gloo ranks on 127.0.0.1.
+
+    Returns the per-rank return values. `fn` must be importable (module level). A rank that raises,
+    dies or exceeds `timeout_s` fails the call with that rank's traceback, and every rank is killed.
+    """
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="tml-ranks-") as result_dir:
+        context = mp.start_processes(
+            _rank_entry,
+            args=(world_size, _free_loopback_port(), result_dir, fn, args),
+            nprocs=world_size,
+            join=False,
+            start_method="spawn",
+        )
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not context.join(timeout=max(0.1, min(1.0, deadline - time.monotonic()))):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"run_on_ranks: {fn.__name__} did not finish within {timeout_s:.0f} s")
+        finally:
+            for process in context.processes:
+                if process.is_alive():
+                    process.kill()
+        results, failures = [], []
+        for rank in range(world_size):
+            path = os.path.join(result_dir, f"rank{rank}.pt")
+            if not os.path.exists(path):
+                failures.append((float("inf"), f"rank {rank} of {fn.__name__} exited without a result"))
+                continue
+            status, value, finished_at = torch.load(path, weights_only=False)
+            if status == "error":
+                failures.append((finished_at, f"rank {rank} of {fn.__name__} failed:\n{value}"))
+            results.append(value)
+        if failures:
+            # The first rank to fail is the cause; the others usually just lost their peer.
+            raise RuntimeError("run_on_ranks: " + "\n".join(message for _, message in sorted(failures)))
+        return results
