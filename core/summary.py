@@ -1,0 +1,50 @@
+"""What a user watches: TensorBoard scalars and one console line, written by rank 0 only."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Mapping, Optional
+
+from tml.common.device import is_chief
+from tml.common.filesystem import infer_fs, is_local_fs
+from tml.ml_logging.torch_logging import logging
+
+
+def tensorboard_dir(save_dir: str) -> str:
+    """TensorBoard files live next to the checkpoints, or locally when save_dir is remote."""
+    if is_local_fs(infer_fs(save_dir)):
+        return os.path.join(save_dir, "tensorboard")
+    local = os.path.join(os.getcwd(), "tb_logs", save_dir.replace("://", "_").replace("/", "_"))
+    logging.warning(f"save_dir {save_dir} is remote; TensorBoard logs go to {local}")
+    return local
+
+
+def format_scalars(values: Mapping[str, float]) -> str:
+    """`name=value` pairs with 4 significant digits; NaN and inf stay visible."""
+    parts = []
+    for name, value in values.items():
+        parts.append(f"{name}={value:.4g}" if math.isfinite(value) else f"{name}={value}")
+    return " ".join(parts)
+
+
+class SummaryLogger:
+    """Scalars to TensorBoard under `<log_dir>/<run>`; a no-op on every rank but 0."""
+
+    def __init__(self, log_dir: Optional[str], run: str = "train") -> None:
+        self._writer = None
+        if log_dir is not None and is_chief():
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=os.path.join(log_dir, run))
+
+    def log(self, values: Mapping[str, float], step: int) -> None:
+        if self._writer is None:
+            return
+        for name, value in values.items():
+            self._writer.add_scalar(name, float(value), global_step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

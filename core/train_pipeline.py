@@ -1,0 +1,89 @@
+"""torchrec's own train pipeline, configured for tml: bf16 autocast and gradient accumulation.
+
+The original shipped a hand-edited copy of torchrec's pipeline to get these two features. Both fit
+torchrec's extension points instead: the forward is wrapped through `custom_model_fwd`, and
+accumulation is torchrec's `GradientAccumulationWrapper`.
+
+Model contract (torchrec's): `model(batch) -> (loss, outputs)`, the batch a torchrec `Pipelineable`.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+from torchrec.distributed.train_pipeline.gradient_accumulation import (
+    GradientAccumulationConfig,
+    GradientAccumulationWrapper,
+)
+
+
+def autocast_context(device: torch.device, enable_amp: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast: no loss scaling needed (bf16 keeps fp32's exponent range), on CPU and GPU."""
+    if not enable_amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def _scaled_forward(
+    model: torch.nn.Module, device: torch.device, enable_amp: bool, accumulation_steps: int
+) -> Callable[[Any], tuple[torch.Tensor, Any]]:
+    def forward(batch: Any) -> tuple[torch.Tensor, Any]:
+        with autocast_context(device, enable_amp):
+            loss, outputs = model(batch)
+        if isinstance(outputs, dict):
+            outputs = {**outputs, "loss": loss.detach()}
+        # Accumulated gradients must average, not sum, the micro-batches; the loss that is
+        # reported stays unscaled (it is put in `outputs` above).
+        return (loss / accumulation_steps if accumulation_steps > 1 else loss), outputs
+
+    return forward
+
+
+class TrainStepRunner:
+    """Runs one optimizer step (one or more micro-batches) through torchrec's pipeline."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        enable_amp: bool = False,
+        gradient_accumulation: Optional[int] = None,
+    ) -> None:
+        self.accumulation_steps = int(gradient_accumulation or 1)
+        if self.accumulation_steps < 1:
+            raise ValueError(f"gradient_accumulation must be >= 1, got {gradient_accumulation}")
+        self.model = model
+        pipeline = TrainPipelineSparseDist(
+            model,
+            optimizer,
+            device,
+            execute_all_batches=True,
+            custom_model_fwd=_scaled_forward(model, device, enable_amp, self.accumulation_steps),
+        )
+        self._accumulator: Optional[GradientAccumulationWrapper] = None
+        if self.accumulation_steps > 1:
+            self._accumulator = GradientAccumulationWrapper(
+                pipeline, optimizer, model, GradientAccumulationConfig(num_steps=self.accumulation_steps)
+            )
+        self.pipeline = pipeline
+
+    def start_at(self, step: int) -> None:
+        """Align the accumulation counter after a resume, so steps stay on micro-batch boundaries."""
+        if self._accumulator is not None:
+            self._accumulator.set_step(step * self.accumulation_steps)
+
+    def step(self, batches: Iterator[Any]) -> list[Any]:
+        """One optimizer step; returns the outputs of its micro-batches. StopIteration when data ends."""
+        self.model.train()
+        outputs = []
+        for _ in range(self.accumulation_steps):
+            runner = self._accumulator if self._accumulator is not None else self.pipeline
+            outputs.append(runner.progress(batches))
+        return outputs
+
+    def detach(self) -> torch.nn.Module:
+        """Give the model back for direct calls (evaluation); the next `step` re-attaches it."""
+        return self.pipeline.detach()
