@@ -1,0 +1,55 @@
+"""Settings shared by every training entry point: the loop's schedule and the runtime switches."""
+from __future__ import annotations
+
+from typing import Optional
+
+import pydantic
+from pydantic import PositiveFloat, PositiveInt
+
+from tml.common.wandb import WandbConfig
+from tml.core.config.base_config import BaseConfig
+
+
+class RuntimeConfig(BaseConfig):
+    wandb: Optional[WandbConfig] = pydantic.Field(None, description="Log to Weights & Biases when set.")
+    enable_tensorfloat32: bool = pydantic.Field(
+        False, description="Allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, ~10 bit mantissa)."
+    )
+    enable_amp: bool = pydantic.Field(
+        False, description="Run the forward pass under bfloat16 autocast (automatic mixed precision)."
+    )
+
+
+class TrainingConfig(BaseConfig):
+    save_dir: str = pydantic.Field(
+        "/tmp/model",
+        description="Directory (local or fsspec URL) for checkpoints and logs; training resumes from "
+        "its latest checkpoint.",
+    )
+    num_train_steps: PositiveInt = pydantic.Field(10000, description="Number of optimizer steps to train for.")
+    initial_checkpoint_dir: Optional[str] = pydantic.Field(
+        None,
+        description="Checkpoint to warm-start model and optimizer from when save_dir holds none "
+        "(the step count starts at 0).",
+        json_schema_extra={"at_most_one_of": "initialization"},
+    )
+    checkpoint_every_n: PositiveInt = pydantic.Field(1000, description="Save a checkpoint every this many steps.")
+    checkpoint_max_to_keep: Optional[PositiveInt] = pydantic.Field(
+        None, description="Keep only this many newest checkpoints; None keeps all."
+    )
+    train_log_every_n: PositiveInt = pydantic.Field(
+        1000, description="Log loss and throughput every this many training steps."
+    )
+    num_eval_steps: int = pydantic.Field(
+        16384, description="Batches per evaluation; a negative value evaluates the entire dataset."
+    )
+    eval_log_every_n: PositiveInt = pydantic.Field(
+        5000, description="Evaluate (and log the metrics) every this many training steps."
+    )
+    eval_timeout_in_s: PositiveFloat = pydantic.Field(
+        3600.0, description="A separate evaluator gives up after waiting this long for a new checkpoint."
+    )
+    gradient_accumulation: Optional[int] = pydantic.Field(
+        None, ge=1, description="Accumulate gradients over this many batches per optimizer step; None = 1."
+    )
+    num_epochs: PositiveInt = pydantic.Field(1, description="Passes over the training data.")
