@@ -19,6 +19,19 @@ def _move(value: Any, device: torch.device, non_blocking: bool) -> Any:
     return value.to(device=device, non_blocking=non_blocking) if value is not None else None
 
 
+def _device_type(value: Any) -> Optional[str]:
+    """The device type of a tensor (`.device`) or a torchrec jagged tensor (`.device()`)."""
+    device = getattr(value, "device", None)
+    if callable(device):
+        device = device()
+    return device.type if isinstance(device, torch.device) else None
+
+
+def _pinning_possible() -> bool:
+    """Pinned host memory needs an accelerator; torch raises on CPU-only machines when asked for it."""
+    return torch.cuda.is_available()
+
+
 def _describe(value: Any) -> str:
     if value is None:
         return "None"
@@ -31,6 +44,14 @@ def _describe(value: Any) -> str:
 
 
 class BatchBase(Pipelineable, abc.ABC):
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # `@dataclass` writes a __repr__ printing every tensor in full unless the class already has
+        # one in its own namespace, so each subclass pins the inherited (short) one before it is
+        # decorated.
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = cls.__repr__
+
     @abc.abstractmethod
     def as_dict(self) -> dict[str, Any]:
         """Field name -> value, in declaration order."""
@@ -42,11 +63,23 @@ class BatchBase(Pipelineable, abc.ABC):
         return self._replace({k: _move(v, device, non_blocking) for k, v in self.as_dict().items()})
 
     def record_stream(self, stream: torch.Stream) -> None:
+        """Tell the caching allocator that `stream` uses this batch's device memory.
+
+        Host tensors are skipped: streams only order accelerator work, and torch has no
+        `record_stream` for CPU tensors (it raises NotImplementedError).
+        """
         for value in self.as_dict().values():
-            if value is not None:
+            if value is not None and _device_type(value) not in (None, "cpu"):
                 value.record_stream(stream)
 
     def pin_memory(self) -> "BatchBase":
+        """A copy in page-locked memory for fast, asynchronous copies to the accelerator.
+
+        Without an accelerator pinning is pointless and torch raises, so the batch itself is
+        returned, as torch's DataLoader does when asked to pin on a CPU-only machine.
+        """
+        if not _pinning_possible():
+            return self
         return self._replace({k: (v.pin_memory() if v is not None else None) for k, v in self.as_dict().items()})
 
     @property

@@ -1,0 +1,1 @@
+"""Logging for tml: use `from tml.ml_logging.torch_logging import logging` (rank-aware)."""

@@ -27,11 +27,14 @@ def _protocol(path: str) -> str:
 def _filesystem_for(protocol: str) -> fsspec.AbstractFileSystem:
     try:
         return fsspec.filesystem(protocol)
-    except (ImportError, ValueError) as error:
+    except (ImportError, ValueError, OSError) as error:
+        # OSError: pyarrow's HDFS client fails at construction without libjvm, listing every path
+        # it tried; the first line says what is wrong.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         package = _PROTOCOL_PACKAGES.get(protocol)
         hint = f"install '{package}' into the environment (.venv/bin/pip install {package.split()[0]})" if package else (
             "check the path's protocol spelling")
-        raise ImportError(f"cannot open '{protocol}://' paths: {error}. To use them, {hint}.") from error
+        raise ImportError(f"cannot open '{protocol}://' paths: {reason}. To use them, {hint}.") from error
 
 
 def infer_fs(path: str) -> fsspec.AbstractFileSystem:
