@@ -1,0 +1,373 @@
+"""Training and evaluation loops shared by every tml project.
+
+Model contract: `model(batch) -> (loss, outputs)` where `outputs` is a dict (metrics read it).
+Steps run through torchrec's `TrainPipelineSparseDist` (see core/train_pipeline.py). A *step* is one
+optimizer update; with `gradient_accumulation=k` it consumes k batches. Exactly `train_steps` steps
+run in total over any number of interruptions: checkpoints are named by completed steps, and a
+resumed run continues with the step after the checkpoint (and the batch after the ones consumed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import time
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+
+import torch
+import torch.distributed as dist
+import torchmetrics
+from tqdm import tqdm
+
+from tml.common.checkpointing import CheckpointManager, TrainState, checkpoints_iterator, mark_done_eval
+from tml.common.device import get_rank, get_world_size, is_chief
+from tml.core.losses import get_global_loss_detached
+from tml.core.optimizers.optimizer import param_group_names
+from tml.core.summary import SummaryLogger, format_scalars, tensorboard_dir
+from tml.core.train_pipeline import TrainStepRunner, autocast_context
+from tml.ml_logging.torch_logging import logging
+
+MetricsFactory = Callable[[], torchmetrics.MetricCollection]
+
+
+@dataclasses.dataclass
+class EvaluationPlan:
+    """What `train_and_evaluate` evaluates, and how often."""
+
+    datasets: Mapping[str, Iterable[Any]]
+    metrics_factory: Callable[[str], torchmetrics.MetricCollection]
+    num_eval_steps: int = 16384
+    eval_every_n: Optional[int] = None  # None: at every checkpoint
+
+
+@dataclasses.dataclass
+class TrainResult:
+    steps_run: int
+    final_step: int
+    last_loss: Optional[float]
+    eval_results: dict[str, dict[str, float]]
+
+
+def _any_rank(flag: bool) -> bool:
+    if get_world_size() == 1:
+        return flag
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+def _to_float_dict(results: Mapping[str, Any]) -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for name, value in results.items():
+        if isinstance(value, Mapping):
+            flat.update({f"{name}/{k}": float(v) for k, v in _to_float_dict(value).items()})
+        else:
+            flat[name] = float(value.detach().item() if isinstance(value, torch.Tensor) else value)
+    return flat
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: Iterable[Any],
+    metrics: torchmetrics.MetricCollection,
+    device: torch.device,
+    num_eval_steps: int,
+    enable_amp: bool = False,
+    description: str = "eval",
+) -> dict[str, float]:
+    """Metrics over `num_eval_steps` batches, or over the whole dataset when it is negative.
+
+    Every rank runs the same number of forwards (sharded embeddings need collective calls): a rank
+    whose data ends first repeats its last batch without counting it, until all ranks are done.
+    """
+    model.eval()
+    metrics = metrics.to(device)
+    metrics.reset()
+    batches = iter(dataset)
+    last_batch = None
+    steps = 0
+    progress = tqdm(
+        total=num_eval_steps if num_eval_steps >= 0 else None,
+        desc=description,
+        disable=not is_chief(),
+        leave=False,
+        dynamic_ncols=True,
+    )
+    while num_eval_steps < 0 or steps < num_eval_steps:
+        batch = next(batches, None)
+        if not _any_rank(batch is not None):
+            break
+        if batch is None:
+            if last_batch is None:
+                raise RuntimeError(f"rank {get_rank()} has no data for '{description}' while other ranks do")
+            with autocast_context(device, enable_amp):
+                model(last_batch)
+        else:
+            last_batch = batch.to(device)
+            with autocast_context(device, enable_amp):
+                loss, outputs = model(last_batch)
+            metrics.update({**outputs, "loss": loss} if isinstance(outputs, dict) else outputs)
+        steps += 1
+        progress.update(1)
+    progress.close()
+    if steps == 0:
+        raise ValueError(f"evaluation '{description}' got no batch from its dataset")
+    results = _to_float_dict(metrics.compute())
+    metrics.reset()
+    return results
+
+
+def _skip_batches(iterator: Iterator[Any], count: int) -> Iterator[Any]:
+    """Advance past batches a resumed run already trained on (datasets may offer a faster skip)."""
+    if count > 0:
+        next(itertools.islice(iterator, count, count), None)
+    return iterator
+
+
+def _learning_rates(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """One value per named group (groups sharing a name share a schedule)."""
+    rates = {}
+    for index, (name, group) in enumerate(zip(param_group_names(optimizer), optimizer.param_groups)):
+        rates.setdefault(f"lr/{name or f'group_{index}'}", float(group["lr"]))
+    return rates
+
+
+def _per_task_losses(outputs: list[Any]) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    for output in outputs:
+        if isinstance(output, Mapping):
+            for name, value in output.items():
+                if name.startswith("loss/") and isinstance(value, torch.Tensor) and value.numel() == 1:
+                    sums[name] = sums.get(name, 0.0) + float(value.detach())
+    return {name: total / len(outputs) for name, total in sums.items()}
+
+
+def _mean_loss(outputs: list[Any]) -> torch.Tensor:
+    losses = [output["loss"].detach().float() for output in outputs if isinstance(output, Mapping) and "loss" in output]
+    if not losses:
+        raise ValueError("the model's outputs must be a dict; the loop adds the step's loss to it as 'loss'")
+    return torch.stack(losses).mean().cpu()
+
+
+def train(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    save_dir: str,
+    logging_interval: int,
+    train_steps: int,
+    checkpoint_frequency: int,
+    dataset: Iterable[Any],
+    worker_batch_size: int,
+    num_workers: int = 0,
+    enable_amp: bool = False,
+    initial_checkpoint_dir: Optional[str] = None,
+    gradient_accumulation: Optional[int] = None,
+    logger_initializer: Optional[Callable[[str], SummaryLogger]] = None,
+    scheduler: Optional[Any] = None,
+    metrics: Optional[torchmetrics.MetricCollection] = None,
+    parameters_to_log: Optional[dict[str, Callable[[torch.Tensor], Any]]] = None,
+    tables_to_log: Optional[list[str]] = None,
+    checkpoint_max_to_keep: Optional[int] = None,
+    evaluation: Optional[EvaluationPlan] = None,
+) -> TrainResult:
+    """Train for exactly `train_steps` optimizer steps, resuming from the newest checkpoint.
+
+    `num_workers` is kept from the original's signature (extra data workers feeding this trainer);
+    it only scales the reported global examples/s.
+    """
+    world_size = get_world_size()
+    runner = TrainStepRunner(model, optimizer, device, enable_amp, gradient_accumulation)
+    train_state = TrainState()
+    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "train_state": train_state}
+    if scheduler is not None:
+        state["scheduler"] = scheduler
+    checkpoints = CheckpointManager(save_dir, max_to_keep=checkpoint_max_to_keep)
+    make_logger = logger_initializer or (lambda run: SummaryLogger(tensorboard_dir(save_dir), run))
+    train_logger = make_logger("train")
+
+    latest = checkpoints.latest()
+    if latest is not None:
+        latest_step = checkpoints.step_of(latest)
+        if latest_step >= train_steps:
+            logging.info(f"{latest} already has {latest_step} >= {train_steps} steps; nothing to train")
+            train_logger.close()
+            return TrainResult(0, latest_step, None, {})
+        logging.info(f"resuming from {latest}")
+        checkpoints.restore(latest, state)
+    elif initial_checkpoint_dir:
+        logging.info(f"warm start from {initial_checkpoint_dir} (step stays 0)")
+        checkpoints.restore(initial_checkpoint_dir, {"model": model, "optimizer": optimizer})
+    start_step = train_state.step
+    runner.start_at(start_step)
+    batches = _skip_batches(iter(dataset), start_step * runner.accumulation_steps)
+
+    eval_results: dict[str, dict[str, float]] = {}
+    last_loss: Optional[float] = None
+    window_start, window_steps = time.perf_counter(), 0
+    step = start_step
+    for step in range(start_step + 1, train_steps + 1):
+        step_start = time.perf_counter()
+        try:
+            outputs = runner.step(batches)
+        except StopIteration:
+            logging.warning(f"the training data ended after {step - 1} steps (asked for {train_steps})")
+            step -= 1
+            break
+        if scheduler is not None:
+            scheduler.step()
+        if metrics is not None:
+            for output in outputs:
+                metrics.update(output)
+        train_state.step = step
+        train_state.walltime += time.perf_counter() - step_start
+        window_steps += 1
+
+        if step % logging_interval == 0 or step == train_steps:
+            loss = get_global_loss_detached(_mean_loss(outputs)).item()
+            last_loss = loss
+            elapsed = max(time.perf_counter() - window_start, 1e-9)
+            examples_per_s = window_steps * runner.accumulation_steps * worker_batch_size / elapsed
+            values = {
+                "loss": loss,
+                **_per_task_losses(outputs),
+                **_learning_rates(optimizer),
+                "steps_per_s": window_steps / elapsed,
+                "worker_examples_per_s": examples_per_s,
+                "global_examples_per_s": examples_per_s * world_size * (1 + num_workers),
+                "active_training_walltime": train_state.walltime,
+            }
+            if metrics is not None:
+                values.update({f"metrics/{k}": v for k, v in _to_float_dict(metrics.compute()).items()})
+                metrics.reset()
+            if parameters_to_log or tables_to_log:
+                values.update(_weights_to_log(model, parameters_to_log, tables_to_log))
+            train_logger.log(values, step)
+            logging.info(f"step {step}/{train_steps} {format_scalars(values)}")
+            window_start, window_steps = time.perf_counter(), 0
+
+        is_checkpoint_step = step % checkpoint_frequency == 0 or step == train_steps
+        if is_checkpoint_step:
+            checkpoints.save(step, state)
+        if evaluation is not None and _is_eval_step(step, train_steps, checkpoint_frequency, evaluation):
+            runner.detach()
+            eval_results = run_evaluations(model, evaluation, device, step, enable_amp, make_logger)
+    else:
+        step = train_steps
+    if train_state.step > start_step and train_state.step % checkpoint_frequency != 0 and train_state.step != train_steps:
+        checkpoints.save(train_state.step, state)  # the data ended early: keep what was trained
+    runner.detach()  # callers may call the model directly again
+    train_logger.close()
+    return TrainResult(train_state.step - start_step, train_state.step, last_loss, eval_results)
+
+
+def _is_eval_step(step: int, train_steps: int, checkpoint_frequency: int, plan: EvaluationPlan) -> bool:
+    every = plan.eval_every_n or checkpoint_frequency
+    return step % every == 0 or step == train_steps
+
+
+def _weights_to_log(
+    model: torch.nn.Module,
+    parameters_to_log: Optional[dict[str, Callable[[torch.Tensor], Any]]],
+    tables_to_log: Optional[list[str]],
+) -> dict[str, float]:
+    from tml.common.log_weights import log_ebc_norms, weights_to_log
+
+    values: dict[str, float] = {}
+    if parameters_to_log:
+        values.update({k: float(v) for k, v in weights_to_log(model, parameters_to_log).items()})
+    if tables_to_log:
+        values.update({k: float(v) for k, v in log_ebc_norms(model.state_dict(), tables_to_log).items()})
+    return values
+
+
+def run_evaluations(
+    model: torch.nn.Module,
+    plan: EvaluationPlan,
+    device: torch.device,
+    step: int,
+    enable_amp: bool = False,
+    make_logger: Optional[Callable[[str], SummaryLogger]] = None,
+) -> dict[str, dict[str, float]]:
+    """Evaluate every named dataset once; log each to TensorBoard run `eval_<name>` and the console."""
+    results: dict[str, dict[str, float]] = {}
+    for name, dataset in plan.datasets.items():
+        values = evaluate(model, dataset, plan.metrics_factory(name), device, plan.num_eval_steps, enable_amp, f"eval {name}")
+        results[name] = values
+        logging.info(f"eval {name} @ step {step}: {format_scalars(values)}")
+        if make_logger is not None:
+            eval_logger = make_logger(f"eval_{name}")
+            eval_logger.log(values, step)
+            eval_logger.close()
+    return results
+
+
+def train_and_evaluate(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    save_dir: str,
+    logging_interval: int,
+    train_steps: int,
+    checkpoint_frequency: int,
+    dataset: Iterable[Any],
+    worker_batch_size: int,
+    eval_datasets: Mapping[str, Iterable[Any]],
+    eval_metrics_factory: Callable[[str], torchmetrics.MetricCollection],
+    num_eval_steps: int = 16384,
+    eval_every_n: Optional[int] = None,
+    **train_kwargs: Any,
+) -> TrainResult:
+    """`train`, evaluating every dataset in `eval_datasets` every `eval_every_n` steps (default: at
+    each checkpoint) and at the end."""
+    plan = EvaluationPlan(eval_datasets, eval_metrics_factory, num_eval_steps, eval_every_n)
+    return train(
+        model,
+        optimizer,
+        device,
+        save_dir,
+        logging_interval,
+        train_steps,
+        checkpoint_frequency,
+        dataset,
+        worker_batch_size,
+        evaluation=plan,
+        **train_kwargs,
+    )
+
+
+def only_evaluate(
+    model: torch.nn.Module,
+    device: torch.device,
+    save_dir: str,
+    num_train_steps: int,
+    eval_datasets: Mapping[str, Iterable[Any]],
+    eval_metrics_factory: Callable[[str], torchmetrics.MetricCollection],
+    num_eval_steps: int,
+    eval_timeout_in_s: float,
+    enable_amp: bool = False,
+    seconds_to_sleep: float = 30.0,
+) -> dict[int, dict[str, dict[str, float]]]:
+    """A separate evaluator: follow new checkpoints in `save_dir` as training writes them.
+
+    Each checkpoint is evaluated on every dataset not yet marked done for it, then marked; it stops
+    after the checkpoint of step `num_train_steps`, or when no new checkpoint came for
+    `eval_timeout_in_s` seconds. Returns results per step.
+    """
+    from tml.common.checkpointing import is_done_eval, load_model_weights, step_from_checkpoint
+
+    make_logger = lambda run: SummaryLogger(tensorboard_dir(save_dir), run)  # noqa: E731
+    all_results: dict[int, dict[str, dict[str, float]]] = {}
+    for checkpoint in checkpoints_iterator(save_dir, seconds_to_sleep=seconds_to_sleep, timeout=eval_timeout_in_s):
+        step = step_from_checkpoint(checkpoint)
+        pending = {name: ds for name, ds in eval_datasets.items() if not is_done_eval(checkpoint, name)}
+        if pending:
+            load_model_weights(model, checkpoint)
+            plan = EvaluationPlan(pending, eval_metrics_factory, num_eval_steps)
+            all_results[step] = run_evaluations(model, plan, device, step, enable_amp, make_logger)
+            if is_chief():
+                for name in pending:
+                    mark_done_eval(checkpoint, name)
+        if step >= num_train_steps:
+            break
+    return all_results
