@@ -177,8 +177,11 @@ class LRShim(LRScheduler):
         return [compute_lr(config, self.last_epoch) for config in self.lr_configs]
 
     def step(self, epoch: Optional[int] = None) -> None:
+        before = [group["lr"] for group in self.optimizer.param_groups]
         super().step(epoch)
-        apply_fused_lr_now(self.optimizer)
+        # Syncing fused kernels costs a pass over every table; constant stretches need none.
+        if any(group["lr"] != lr for group, lr in zip(self.optimizer.param_groups, before)):
+            apply_fused_lr_now(self.optimizer)
 
     def state_dict(self) -> dict[str, Any]:
         # The schedules come from the config; only the position on them is state.
