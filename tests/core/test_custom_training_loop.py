@@ -152,3 +152,26 @@ def test_gradient_accumulation_equals_one_large_batch(tmp_path):
         return model.linear.weight.detach().clone()
 
     torch.testing.assert_close(run(halves, 2, tmp_path / "a"), run(full, None, tmp_path / "b"))
+
+
+def test_only_evaluate_follows_checkpoints_marks_them_and_stops_after_the_last(process_group, tmp_path):
+    from tml.common.checkpointing import is_done_eval
+
+    from loop_model import TinyRanker
+
+    heldout = {"heldout": StreamDataset(batch_size=32, num_batches=2, seed=3)}
+    evaluator = TinyRanker()  # a plain module: the evaluator needs no sharding
+
+    def follow():
+        return loop.only_evaluate(evaluator, torch.device("cpu"), str(tmp_path), num_train_steps=10,
+                                  eval_datasets=heldout, eval_metrics_factory=auroc_collection, num_eval_steps=-1,
+                                  eval_timeout_in_s=1, seconds_to_sleep=0.1)
+
+    _train(tmp_path, 5, StreamDataset(batch_size=16), checkpoint_frequency=5)
+    first = follow()  # sees step 5, then times out waiting for a newer one
+    assert sorted(first) == [5]
+    _train(tmp_path, 10, StreamDataset(batch_size=16), checkpoint_frequency=5)
+    second = follow()  # the newest checkpoint is the last step: evaluated, then it stops
+    assert sorted(second) == [10] and second[10]["heldout"]["auroc"] != first[5]["heldout"]["auroc"]
+    assert all(is_done_eval(c, "heldout") for c in get_checkpoints(str(tmp_path)))
+    assert follow() == {}  # already evaluated: nothing is run again
