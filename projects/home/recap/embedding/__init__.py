@@ -1,0 +1,1 @@
+"""Large and small embedding table configs of the Heavy Ranker."""

@@ -1,0 +1,1 @@
+"""Heavy Ranker model: featurization, backbones, towers, calibration and the model-with-loss."""

@@ -1,0 +1,1 @@
+"""Heavy Ranker optimizer: per-tower Adam groups and LR schedules, embedding SGD."""
