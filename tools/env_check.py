@@ -5,7 +5,6 @@ Run it by hand with `python -m tml.tools.env_check` when an install looks suspic
 from __future__ import annotations
 
 import importlib.metadata
-import logging
 import sys
 import warnings
 
@@ -20,22 +19,23 @@ def _version(distribution: str) -> str:
 def _sharded_embedding_forward() -> str:
     import torch
     import torchrec
-    from torchrec.distributed.model_parallel import DistributedModelParallel
     from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
     from tml.common.device import setup_and_get_device, teardown
+    from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
+    from tml.core.optimizers import apply_embedding_optimizer
+    from tml.core.optimizers.config import EmbeddingOptimizerConfig, FusedSgdConfig
 
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    # The planner explains its defaults at WARNING level; a smoke check only reports pass or fail.
-    for name in ("", "torchrec", "torch.fx._symbolic_trace"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet_torchrec_warnings()
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
     device = setup_and_get_device()
     try:
         tables = [
             torchrec.EmbeddingBagConfig(name="t0", embedding_dim=8, num_embeddings=16, feature_names=["f0"]),
         ]
         module = torchrec.EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
-        sharded = DistributedModelParallel(module, device=device)
+        apply_embedding_optimizer(module.parameters(), EmbeddingOptimizerConfig(sgd=FusedSgdConfig(lr=0.1)))
+        sharded = maybe_shard_model(module, device)
         ids = KeyedJaggedTensor.from_lengths_sync(
             keys=["f0"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([2, 1])
         ).to(device)

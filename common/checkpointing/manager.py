@@ -1,0 +1,117 @@
+"""`CheckpointManager`: crash-safe checkpoints of a training run, named by completed steps."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, MutableMapping, Optional
+
+import torch.distributed as dist
+
+from tml.common.checkpointing import layout
+from tml.common.checkpointing.checkpoint_io import restore, save_state
+from tml.common.device import get_rank, get_world_size
+from tml.common.filesystem import infer_fs
+from tml.ml_logging.torch_logging import logging
+
+
+def _is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _barrier() -> None:
+    if _is_distributed():
+        dist.barrier()
+
+
+def _on_chief(action: Callable[[], None], what: str) -> None:
+    """Run `action` on rank 0; if it fails, every rank raises (instead of the others waiting)."""
+    error: Optional[Exception] = None
+    failure: Optional[str] = None
+    if get_rank() == 0:
+        try:
+            action()
+        except Exception as raised:  # noqa: BLE001 - re-raised below, on every rank
+            if not _is_distributed():
+                raise
+            error, failure = raised, f"{type(raised).__name__}: {raised}"
+    if _is_distributed():
+        message = [failure]
+        dist.broadcast_object_list(message, src=0)
+        failure = message[0]
+    if failure is not None:
+        raise RuntimeError(f"{what} failed on rank 0: {failure}") from error
+
+
+class CheckpointManager:
+    """Saves and restores checkpoints under `save_dir`, keeping the newest `max_to_keep` (all if None).
+
+    A save writes to `<save_dir>/.tmp-<step>` on all ranks; once every rank is done, rank 0 renames it
+    to `<save_dir>/<step>` and then writes the completion marker. Only marked directories count as
+    checkpoints, so a crash at any point never leaves a broken "latest" (even where a rename is not
+    atomic, as on object stores). Pruning deletes only complete checkpoints older than the kept ones;
+    temporary and unmarked directories are never deleted (they may be another save in progress).
+    """
+
+    def __init__(self, save_dir: str, max_to_keep: Optional[int] = None) -> None:
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be at least 1 (or None to keep all), got {max_to_keep}")
+        self.save_dir = save_dir
+        self.max_to_keep = max_to_keep
+
+    def path_for(self, step: int) -> str:
+        return layout.checkpoint_path(self.save_dir, step)
+
+    def checkpoints(self) -> list[str]:
+        """Complete checkpoints, oldest first."""
+        return layout.get_checkpoints(self.save_dir)
+
+    def latest(self) -> Optional[str]:
+        return layout.get_checkpoint(self.save_dir, missing_ok=True)
+
+    @staticmethod
+    def step_of(checkpoint: str) -> int:
+        return layout.step_from_checkpoint(checkpoint)
+
+    def save(self, step: int, state: Mapping[str, Any]) -> str:
+        """Write `state` as the checkpoint of `step` (completed training steps); all ranks call this.
+
+        Values of `state` are objects with state_dict()/load_state_dict() (model, optimizer, LR
+        scheduler, GradScaler, TrainState) or plain picklable values. Returns the checkpoint path.
+        An existing checkpoint of the same step is replaced.
+        """
+        if step < 0:
+            raise ValueError(f"checkpoint step must be >= 0, got {step}")
+        fs = infer_fs(self.save_dir)
+        temporary = layout.temporary_path(self.save_dir, step)
+        final = self.path_for(step)
+
+        def prepare() -> None:
+            fs.makedirs(self.save_dir, exist_ok=True)
+            if fs.exists(temporary):  # left by an interrupted save of this very step
+                fs.rm(temporary, recursive=True)
+
+        def publish() -> None:
+            if fs.exists(final):
+                layout.delete_checkpoint(final)
+            fs.mv(temporary, final, recursive=True)
+            layout.write_complete_marker(final, step, get_world_size())
+            self._prune()
+
+        _on_chief(prepare, f"preparing {temporary}")
+        _barrier()
+        save_state(temporary, state)
+        _barrier()
+        _on_chief(publish, f"publishing checkpoint {final}")
+        logging.info(f"saved checkpoint {final}")
+        return final
+
+    def _prune(self) -> None:
+        if self.max_to_keep is None:
+            return
+        complete = layout.list_checkpoints(self.save_dir, warn=False)
+        for _, path in complete[: max(0, len(complete) - self.max_to_keep)]:
+            layout.delete_checkpoint(path)
+            logging.info(f"deleted old checkpoint {path} (max_to_keep={self.max_to_keep})")
+
+    def restore(self, checkpoint: str, state: MutableMapping[str, Any]) -> None:
+        """Load `checkpoint` into `state` in place (see `checkpoint_io.restore`)."""
+        restore(checkpoint, state)
+        logging.info(f"restored {sorted(state)} from {checkpoint}")

@@ -1,0 +1,69 @@
+"""Configs of large (sharded) embedding tables, as in the original's YAML files."""
+from __future__ import annotations
+
+import enum
+from typing import List, Optional
+
+from pydantic import Field, PositiveInt, model_validator
+
+from tml.core.config import BaseConfig
+from tml.core.optimizers.config import EmbeddingOptimizerConfig
+
+
+class DataType(str, enum.Enum):
+    """Storage type of an embedding table's weights."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+class EmbeddingSnapshot(BaseConfig):
+    """Where a pretrained table's weights live (kept from the original, which never loaded them)."""
+
+    emb_name: str = Field(description="Name of the table inside the snapshot.")
+    embedding_snapshot_uri: str = Field(description="Path or URL of the snapshot to read it from.")
+
+
+class EmbeddingBagConfig(BaseConfig):
+    """One embedding table, looked up by one feature of the same name and sum-pooled."""
+
+    name: str = Field(description="Table name; also the name of the feature (KJT key) it embeds.")
+    num_embeddings: PositiveInt = Field(description="Number of rows (vocabulary size).")
+    embedding_dim: PositiveInt = Field(
+        description="Width of each row. Must be divisible by 4 for the fused (sharded) kernels."
+    )
+    pretrained: Optional[EmbeddingSnapshot] = Field(None, description="Initial weights, if any.")
+    vocab: Optional[str] = Field(None, description="Path of the vocabulary mapping ids to rows, if any.")
+    optimizer: EmbeddingOptimizerConfig = Field(
+        description="Optimizer fused into the embedding kernel (SGD, Adagrad or row-wise Adagrad)."
+    )
+    data_type: DataType = Field(description="Storage type of the weights.")
+
+
+class LargeEmbeddingsConfig(BaseConfig):
+    """The tables of one `LargeEmbeddings` module (one EmbeddingBagCollection)."""
+
+    tables: List[EmbeddingBagConfig] = Field(
+        description="The tables, in the order their outputs are concatenated."
+    )
+    tables_to_log: Optional[List[str]] = Field(
+        None,
+        description="Tables whose mean row norms are logged during training: table names or full "
+        "state-dict keys of their weights.",
+    )
+
+    @model_validator(mode="after")
+    def _check_names(self) -> "LargeEmbeddingsConfig":
+        names = [table.name for table in self.tables]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"embedding table names must be unique; repeated: {duplicates}.")
+        return self
+
+
+class Mode(str, enum.Enum):
+    """Job modes."""
+
+    TRAIN = "train"
+    EVALUATE = "evaluate"
+    INFERENCE = "inference"
