@@ -47,7 +47,7 @@ fi
 PY="$VENV/bin/python"
 python_version_ok "$PY" || die ".venv uses $("$PY" --version 2>&1); tml needs >= 3.10. Remove .venv and re-run ./setup.sh with PYTHON=/path/to/python3.11."
 
-REQUIREMENTS=(images/requirements-common.txt "images/requirements-$variant.txt" images/requirements-torchrec.txt)
+REQUIREMENTS=(images/requirements-common.txt "images/requirements-$variant.txt" images/requirements-nodeps.txt)
 STAMP="$VENV/.tml-install-stamp"
 wanted_stamp=$(printf '%s\n' "$variant" "$("$PY" --version 2>&1)" | cat - "${REQUIREMENTS[@]}" pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 
@@ -72,7 +72,7 @@ else
     echo "setup.sh: installing the pinned $variant stack into .venv (about a minute the first time)"
     rm -f "$STAMP"
     pip_install -r "images/requirements-$variant.txt"
-    pip_install --no-deps -r images/requirements-torchrec.txt
+    pip_install --no-deps -r images/requirements-nodeps.txt
     pip_install --no-deps --no-build-isolation -e .
     echo "$wanted_stamp" >"$STAMP"
 fi

@@ -1,0 +1,43 @@
+"""Where a TwHIN job reads its edges, and how it batches and samples negatives for them."""
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field, NonNegativeInt, PositiveInt
+
+from tml.core.config import BaseConfig
+
+
+class TwhinDataConfig(BaseConfig):
+    data_root: str = Field(
+        description="Parquet edge files: a glob (`edges/*.parquet`), a directory (its *.parquet files) or one "
+        "file, on local disk or any fsspec URL (gs://, s3://, ...). Files are taken in sorted order; names "
+        "starting with '_' or '.' (e.g. _SUCCESS) are skipped."
+    )
+    per_replica_batch_size: PositiveInt = Field(description="Edges per batch on each rank.")
+    global_negatives: NonNegativeInt = Field(
+        0,
+        description="Per edge and per side, this many negatives drawn uniformly from the whole table of "
+        "that side (the lhs or rhs node type of the edge's relation).",
+    )
+    in_batch_negatives: NonNegativeInt = Field(
+        10,
+        description="Per edge and per side, this many negatives taken from the other edges of the same "
+        "relation in the batch (the edge's own nodes are never drawn).",
+    )
+    limit: Optional[PositiveInt] = Field(
+        None,
+        description="Use at most this many edges (rows), counted in file order after `offset`; None = all. "
+        "Splits one edge set into train and validation together with `offset`.",
+    )
+    offset: Optional[NonNegativeInt] = Field(
+        None, description="Skip this many edges (rows) in file order before taking `limit`; None = 0."
+    )
+    shuffle: bool = Field(True, description="Shuffle each rank's edges anew every epoch.")
+    seed: int = Field(0, description="Seed of the shuffles and of negative sampling (combined with rank and epoch).")
+    lhs_column: str = Field("lhs", description="Column of left-hand node ids (row indices into the lhs table).")
+    rel_column: str = Field("rel", description="Column of relation indices (positions in model.relations).")
+    rhs_column: str = Field("rhs", description="Column of right-hand node ids (row indices into the rhs table).")
+    weight_column: str = Field(
+        "weight", description="Column of edge weights, used when the files have it; otherwise every edge weighs 1."
+    )

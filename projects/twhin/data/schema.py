@@ -1,0 +1,51 @@
+"""The node types and relations that edge files are checked and batched against."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+
+from tml.projects.twhin.models.config import TwhinModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphSchema:
+    table_names: tuple[str, ...]
+    table_sizes: tuple[int, ...]
+    relation_names: tuple[str, ...]
+    relation_lhs: tuple[int, ...]  # table index of each relation's lhs
+    relation_rhs: tuple[int, ...]  # table index of each relation's rhs
+
+    @staticmethod
+    def build(tables: dict[str, int], relations: Sequence[tuple[str, str, str]]) -> "GraphSchema":
+        """`tables`: name -> rows, in table order; `relations`: (name, lhs table, rhs table)."""
+        names = list(tables)
+        for relation, lhs, rhs in relations:
+            for side, table in (("lhs", lhs), ("rhs", rhs)):
+                if table not in tables:
+                    raise ValueError(f"relation '{relation}' {side} '{table}' is not a table; tables: {names}.")
+        return GraphSchema(
+            table_names=tuple(names),
+            table_sizes=tuple(int(tables[name]) for name in names),
+            relation_names=tuple(relation for relation, _, _ in relations),
+            relation_lhs=tuple(names.index(lhs) for _, lhs, _ in relations),
+            relation_rhs=tuple(names.index(rhs) for _, _, rhs in relations),
+        )
+
+    @staticmethod
+    def from_model_config(config: TwhinModelConfig) -> "GraphSchema":
+        return GraphSchema.build(
+            config.table_sizes, [(relation.name, relation.lhs, relation.rhs) for relation in config.relations]
+        )
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.relation_names)
+
+    def relation_tables(self) -> np.ndarray:
+        """[R, 2] table index of (lhs, rhs) per relation."""
+        return np.array([self.relation_lhs, self.relation_rhs], dtype=np.int64).T.reshape(-1, 2)
+
+    def sizes_array(self) -> np.ndarray:
+        return np.array(self.table_sizes, dtype=np.int64)

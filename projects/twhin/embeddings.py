@@ -1,0 +1,308 @@
+"""Embeddings out of a TwHIN run: export tables to Parquet, look rows up, find nearest neighbours.
+
+A `source` is any of:
+- a checkpoint directory (`<save_dir>/<step>`, written by any world size and sharding plan);
+- a save directory (its newest complete checkpoint is used);
+- an export directory written by `export_embeddings` (`<table>.parquet` files with columns
+  id: int64 and vector: fixed-size list of float32, plus `embeddings.json`).
+Checkpoints are read with torch.distributed.checkpoint without building the model: a table is
+found by its state-dict key `...embedding_bags.<table>.weight` and loaded whole.
+
+    python -m tml.projects.twhin.embeddings export --source SAVE_DIR_OR_CKPT --out_dir DIR [--table T ...]
+    python -m tml.projects.twhin.embeddings get --source SRC --table user --ids 1 2 3 [--normalize]
+    python -m tml.projects.twhin.embeddings nearest --source SRC --table user --ids 1 2 --k 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from tml.common import filesystem
+from tml.common.checkpointing import get_checkpoint, read_metadata, restore
+from tml.common.checkpointing.layout import join
+from tml.projects.twhin.models.models import TRANSLATION_PARAM, table_of_parameter
+
+EXPORT_METADATA = "embeddings.json"
+MODEL_KEY = "model"
+DEFAULT_CHUNK_ROWS = 65536
+
+
+# ---------------------------------------------------------------------------------- sources
+
+
+def _is_export(source: str) -> bool:
+    return filesystem.exists(join(source, EXPORT_METADATA))
+
+
+def _is_checkpoint(source: str) -> bool:
+    return filesystem.exists(join(source, ".metadata"))
+
+
+def resolve_checkpoint(source: str) -> str:
+    """`source` itself when it is a checkpoint, else the newest complete checkpoint under it."""
+    if _is_checkpoint(source):
+        return source
+    latest = get_checkpoint(source, missing_ok=True)
+    if latest is None:
+        raise FileNotFoundError(
+            f"{source} is neither an embeddings export ({EXPORT_METADATA}), a checkpoint (.metadata) nor a "
+            "save directory holding a complete checkpoint."
+        )
+    return latest
+
+
+TensorEntry = tuple[str, tuple[int, ...], torch.dtype]  # (DCP key, global shape, stored dtype)
+
+
+def _checkpoint_keys(checkpoint: str) -> dict[str, TensorEntry]:
+    """table -> its entry, and the relation vectors' entry under TRANSLATION_PARAM."""
+    found: dict[str, TensorEntry] = {}
+    for key, entry in read_metadata(checkpoint).state_dict_metadata.items():
+        if not key.startswith(MODEL_KEY + ".") or not hasattr(entry, "size"):
+            continue
+        table = table_of_parameter(key)
+        if table is not None:
+            found[table] = (key, tuple(entry.size), entry.properties.dtype)
+        elif key.split(".")[-1] == TRANSLATION_PARAM:
+            found[TRANSLATION_PARAM] = (key, tuple(entry.size), entry.properties.dtype)
+    return found
+
+
+def _load_checkpoint_tensor(checkpoint: str, key: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    state = {key: torch.empty(shape, dtype=dtype)}
+    restore(checkpoint, state, no_dist=True)
+    return state[key].float()
+
+
+def checkpoint_tables(checkpoint: str) -> list[str]:
+    return sorted(name for name in _checkpoint_keys(checkpoint) if name != TRANSLATION_PARAM)
+
+
+def load_table(source: str, table: str) -> np.ndarray:
+    """[rows, dim] float32 weights of `table` from any source."""
+    if _is_export(source):
+        ids, vectors = _read_export(source, table)
+        full = np.zeros((int(ids.max()) + 1 if ids.size else 0, vectors.shape[1]), dtype=np.float32)
+        full[ids] = vectors
+        return full
+    checkpoint = resolve_checkpoint(source)
+    keys = _checkpoint_keys(checkpoint)
+    if table not in keys:
+        raise KeyError(f"checkpoint {checkpoint} has no table '{table}'; tables: {checkpoint_tables(checkpoint)}.")
+    return _load_checkpoint_tensor(checkpoint, *keys[table]).numpy()
+
+
+def _export_path(source: str, table: str) -> str:
+    path = join(source, f"{table}.parquet")
+    if not filesystem.exists(path):
+        with filesystem.open_file(join(source, EXPORT_METADATA), "r") as stream:
+            tables = list(json.load(stream)["tables"])
+        raise KeyError(f"export {source} has no table '{table}'; tables: {tables}.")
+    return path
+
+
+def _vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
+    values = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return values.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+def _dim_of(schema: pa.Schema) -> int:
+    return schema.field("vector").type.list_size
+
+
+def _read_export(source: str, table: str, ids: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, vectors) of a whole exported table, or only of `ids` (streamed: memory stays bounded)."""
+    found_ids, found_vectors = [], []
+    wanted = None if ids is None else pa.array(ids, type=pa.int64())
+    for chunk_ids, vectors in iter_table_chunks(source, table):
+        if wanted is not None:
+            keep = pc.is_in(pa.array(chunk_ids), value_set=wanted).to_numpy(zero_copy_only=False)
+            chunk_ids, vectors = chunk_ids[keep], vectors[keep]
+        found_ids.append(chunk_ids)
+        found_vectors.append(vectors)
+    return np.concatenate(found_ids), np.concatenate(found_vectors)
+
+
+def iter_table_chunks(
+    source: str, table: str, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, [n, dim] vectors) pieces of a table; an export is streamed, never read whole."""
+    if _is_export(source):
+        with filesystem.open_file(_export_path(source, table), "rb") as stream:
+            parquet = pq.ParquetFile(stream)
+            dim = _dim_of(parquet.schema_arrow)
+            for batch in parquet.iter_batches(batch_size=chunk_rows, columns=["id", "vector"]):
+                yield batch.column(0).to_numpy(), _vectors(batch.column(1), dim)
+        return
+    weights = load_table(source, table)
+    for start in range(0, weights.shape[0], chunk_rows):
+        stop = min(start + chunk_rows, weights.shape[0])
+        yield np.arange(start, stop, dtype=np.int64), weights[start:stop]
+
+
+# ---------------------------------------------------------------------------------- export
+
+
+def _vector_column(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=pa.float32()), matrix.shape[1])
+
+
+def export_embeddings(
+    source: str,
+    out_dir: str,
+    tables: Optional[Sequence[str]] = None,
+    relation_names: Optional[Sequence[str]] = None,
+    row_group_size: int = DEFAULT_CHUNK_ROWS,
+) -> dict[str, str]:
+    """Write each table of the checkpoint `source` to `<out_dir>/<table>.parquet` (id, vector), the
+    relation vectors to `relations.parquet` (rel, name, vector) and `embeddings.json`. Returns
+    table -> path."""
+    checkpoint = resolve_checkpoint(source)
+    keys = _checkpoint_keys(checkpoint)
+    available = checkpoint_tables(checkpoint)
+    chosen = list(tables) if tables else available
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise KeyError(f"checkpoint {checkpoint} has no tables {unknown}; tables: {available}.")
+    fs = filesystem.infer_fs(out_dir)
+    fs.makedirs(out_dir, exist_ok=True)
+    written: dict[str, str] = {}
+    sizes: dict[str, list[int]] = {}
+    for table in chosen:
+        weights = _load_checkpoint_tensor(checkpoint, *keys[table]).numpy()
+        rows, dim = weights.shape
+        data = pa.table({"id": pa.array(np.arange(rows, dtype=np.int64)), "vector": _vector_column(weights)})
+        path = join(out_dir, f"{table}.parquet")
+        with filesystem.open_file(path, "wb") as sink:
+            pq.write_table(data, sink, row_group_size=row_group_size)
+        written[table], sizes[table] = path, [rows, dim]
+    if TRANSLATION_PARAM in keys:
+        vectors = _load_checkpoint_tensor(checkpoint, *keys[TRANSLATION_PARAM]).numpy()
+        names = list(relation_names) if relation_names else [None] * vectors.shape[0]
+        if len(names) != vectors.shape[0]:
+            raise ValueError(f"{len(names)} relation names given for {vectors.shape[0]} relation vectors.")
+        data = pa.table({
+            "rel": pa.array(np.arange(vectors.shape[0], dtype=np.int64)),
+            "name": pa.array(names, type=pa.string()),
+            "vector": _vector_column(vectors),
+        })
+        with filesystem.open_file(join(out_dir, "relations.parquet"), "wb") as sink:
+            pq.write_table(data, sink)
+    with filesystem.open_file(join(out_dir, EXPORT_METADATA), "w") as stream:
+        json.dump({"checkpoint": checkpoint, "tables": sizes}, stream, indent=2)
+    return written
+
+
+# ---------------------------------------------------------------------------------- look-ups
+
+
+def _normalized(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.where(norms > 0, norms, 1.0)
+
+
+def _check_ids(ids: np.ndarray, rows: int, table: str, source: str) -> None:
+    bad = (ids < 0) | (ids >= rows)
+    if bad.any():
+        raise KeyError(f"id {int(ids[bad][0])} is not in table '{table}' of {source} (ids 0..{rows - 1}).")
+
+
+def get_embeddings(
+    ids: Iterable[int], table: str, source: str, normalize: bool = False
+) -> dict[int, np.ndarray]:
+    """id -> the table row (a float32 vector; unit length with `normalize`)."""
+    wanted = np.unique(np.asarray(list(ids), dtype=np.int64))
+    if _is_export(source):
+        found_ids, vectors = _read_export(source, table, wanted)
+        missing = np.setdiff1d(wanted, found_ids)
+        if missing.size:
+            raise KeyError(f"id {int(missing[0])} is not in table '{table}' of {source}.")
+    else:
+        weights = load_table(source, table)
+        _check_ids(wanted, weights.shape[0], table, source)
+        found_ids, vectors = wanted, weights[wanted]
+    if normalize:
+        vectors = _normalized(vectors)
+    return {int(i): vector.copy() for i, vector in zip(found_ids, vectors)}
+
+
+def nearest(
+    ids: Iterable[int],
+    k: int,
+    table: str,
+    source: str,
+    exclude_self: bool = True,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> dict[int, list[tuple[int, float]]]:
+    """id -> its k most cosine-similar rows of `table` as (id, similarity), best first. Exact: the
+    table is scanned in chunks of `chunk_rows`, keeping a running top-k."""
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}.")
+    queries_by_id = get_embeddings(ids, table, source, normalize=True)
+    query_ids = np.array(list(queries_by_id), dtype=np.int64)
+    queries = torch.from_numpy(np.stack([queries_by_id[int(i)] for i in query_ids]))
+    best_scores = torch.full((len(query_ids), 0), float("-inf"))
+    best_ids = torch.zeros((len(query_ids), 0), dtype=torch.long)
+    for chunk_ids, vectors in iter_table_chunks(source, table, chunk_rows):
+        scores = queries @ torch.from_numpy(_normalized(vectors)).T
+        candidate_ids = torch.tensor(chunk_ids, dtype=torch.long).expand(len(query_ids), -1)
+        if exclude_self:
+            scores = scores.masked_fill(candidate_ids == torch.from_numpy(query_ids).unsqueeze(1), float("-inf"))
+        scores = torch.cat([best_scores, scores], 1)
+        candidate_ids = torch.cat([best_ids, candidate_ids], 1)
+        top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        best_scores, best_ids = top.values, torch.gather(candidate_ids, 1, top.indices)
+    return {
+        int(query): [(int(i), float(s)) for i, s in zip(row_ids, row_scores) if s != float("-inf")]
+        for query, row_ids, row_scores in zip(query_ids, best_ids.tolist(), best_scores.tolist())
+    }
+
+
+# ---------------------------------------------------------------------------------- command line
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tml.projects.twhin.embeddings", description=__doc__.split("\n\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="Write every table of a checkpoint to Parquet.")
+    export.add_argument("--source", required=True, help="Checkpoint or save directory.")
+    export.add_argument("--out_dir", required=True)
+    export.add_argument("--table", action="append", help="Export only these tables (repeatable).")
+    export.add_argument("--config_yaml_path", help="TwHIN config, to name the relation vectors.")
+    get = commands.add_parser("get", help="Print rows as JSON lines {id, vector}.")
+    near = commands.add_parser("nearest", help="Print the k nearest rows (cosine) as JSON lines.")
+    for sub in (get, near):
+        sub.add_argument("--source", required=True, help="Checkpoint, save directory or export directory.")
+        sub.add_argument("--table", required=True)
+        sub.add_argument("--ids", type=int, nargs="+", required=True)
+    get.add_argument("--normalize", action="store_true")
+    near.add_argument("--k", type=int, default=10)
+    args = parser.parse_args(argv)
+    if args.command == "export":
+        names = None
+        if args.config_yaml_path:
+            from tml.core.config import load_config_from_yaml
+            from tml.projects.twhin.config import TwhinConfig
+
+            names = [r.name for r in load_config_from_yaml(TwhinConfig, args.config_yaml_path).model.relations]
+        for table, path in export_embeddings(args.source, args.out_dir, args.table, names).items():
+            print(f"{table}: {path}")
+    elif args.command == "get":
+        for node, vector in get_embeddings(args.ids, args.table, args.source, args.normalize).items():
+            print(json.dumps({"id": node, "vector": [round(float(x), 7) for x in vector]}))
+    else:
+        for node, neighbours in nearest(args.ids, args.k, args.table, args.source).items():
+            print(json.dumps({"id": node, "nearest": [{"id": i, "cosine": round(s, 6)} for i, s in neighbours]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""The TwHIN model: node embeddings in one EmbeddingBagCollection, relation vectors, and the loss.
+
+Fixes against the original: negatives are labelled 0 (B2); relation vectors are a trained parameter
+(B3); negatives are scored by the relation's operator exactly like the positives (B4).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
+
+from tml.common.modules.embedding.embedding import LargeEmbeddings
+from tml.core.optimizers import get_embedding_optimizer
+from tml.projects.twhin.data.edges import EdgeBatch
+from tml.projects.twhin.models.config import Operator, TwhinModelConfig
+from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
+
+# The relation vectors' parameter name (the original's).
+TRANSLATION_PARAM = "all_trans_embs"
+_TABLE_WEIGHT = re.compile(r"(?:^|\.)embedding_bags\.([^.]+)\.weight$")
+
+
+def table_of_parameter(name: str) -> Optional[str]:
+    """The table whose weight a (state-dict or parameter) name denotes, else None."""
+    match = _TABLE_WEIGHT.search(name)
+    return match.group(1) if match else None
+
+
+# torchrec fuses tables with equal optimizer settings into one kernel, which then has ONE learning
+# rate; this fused param makes it keep one kernel (one param group) per table, so each table can
+# follow its own LR schedule.
+_ONE_KERNEL_PER_TABLE = "use_one_tbe_per_table"
+
+
+class TwhinModel(nn.Module):
+    """forward(EdgeBatch) -> {"logits", "probabilities", "labels", "weights"} over the positives
+    followed by their negatives (in-batch lhs-side, in-batch rhs-side, global lhs-side, global
+    rhs-side; see `EdgeBatch`). Negatives of an edge together weigh as much as the edge itself.
+    """
+
+    def __init__(
+        self,
+        model_config: TwhinModelConfig,
+        data_config: object = None,
+        device: Optional[Union[str, torch.device]] = None,
+    ) -> None:
+        """`device=None` leaves the tables on the meta device for sharding; "cpu" builds them."""
+        super().__init__()
+        del data_config  # kept for the original's signature: negatives now come with each batch
+        self.config = model_config
+        self.table_names = model_config.table_names
+        self.embedding_dim = model_config.embedding_dim
+        self.large_embeddings = LargeEmbeddings(model_config.embeddings, device=device)
+        kinds = [relation.operator for relation in model_config.relations]
+        self._operator_kinds: list[Operator] = list(dict.fromkeys(kinds))
+        self._operators: list[ScoringOperator] = [OPERATORS[kind] for kind in self._operator_kinds]
+        self.register_buffer(
+            "relation_operator",
+            torch.tensor([self._operator_kinds.index(kind) for kind in kinds], dtype=torch.long),
+            persistent=False,
+        )
+        self.all_trans_embs: Optional[nn.Parameter] = None
+        if any(operator.uses_relation_vector for operator in self._operators):
+            initial = torch.stack([OPERATORS[kind].initial_relation_vector(self.embedding_dim) for kind in kinds])
+            dense_device = None if device is None or torch.device(device).type == "meta" else device
+            self.all_trans_embs = nn.Parameter(initial.to(dense_device or "cpu"))
+
+    # The two query builders are shared by training and link-prediction evaluation.
+    def _query(self, nodes: torch.Tensor, rels: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        relation = self.all_trans_embs[rels] if self.all_trans_embs is not None else None
+        query, bias = None, None
+        for index, operator in enumerate(self._operators):
+            this_query, this_bias = getattr(operator, f"{side}_query")(nodes, relation)
+            this_bias = this_bias if this_bias is not None else nodes.new_zeros(nodes.shape[:-1])
+            if query is None:
+                query, bias = this_query, this_bias
+            else:
+                # Every operator is computed for every edge, so each parameter is used at every step
+                # (DDP with a static graph needs that); the right one is then picked per relation.
+                mine = self.relation_operator[rels] == index
+                query = torch.where(mine.unsqueeze(-1), this_query, query)
+                bias = torch.where(mine, this_bias, bias)
+        return query, bias
+
+    def tail_query(self, lhs: torch.Tensor, rels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, b) with score(lhs, rel, x) = x . q + b, for [..., D] lhs rows and [...] relations."""
+        return self._query(lhs, rels, "tail")
+
+    def head_query(self, rhs: torch.Tensor, rels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q, b) with score(x, rel, rhs) = x . q + b."""
+        return self._query(rhs, rels, "head")
+
+    def score(self, lhs: torch.Tensor, rels: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        query, bias = self.tail_query(lhs, rels)
+        return (rhs * query).sum(-1) + bias
+
+    def node_embeddings(self, batch: EdgeBatch) -> torch.Tensor:
+        """[lookups, D]: each lookup's row. Every lookup hits exactly one table (the others pool an
+        empty bag to 0), so summing the tables' outputs, taken by name, gives the row."""
+        pooled = self.large_embeddings(batch.nodes).to_dict()
+        rows = pooled[self.table_names[0]]
+        for name in self.table_names[1:]:
+            rows = rows + pooled[name]
+        return rows.float()  # fp16 tables score in fp32, like the relation vectors
+
+    def forward(self, batch: EdgeBatch) -> dict[str, torch.Tensor]:
+        # No Python branch may depend on the batch: torchrec's pipelines trace this forward with
+        # torch.fx to find the embedding lookups. Empty negative groups (N or G = 0) just add nothing.
+        rows = self.node_embeddings(batch)
+        size, dim = batch.rels.shape[0], self.embedding_dim
+        global_negatives = (rows.shape[0] // size - 2) // 2
+        lhs, rhs = rows[: 2 * size].view(size, 2, dim).unbind(1)
+        tail_query, tail_bias = self.tail_query(lhs, batch.rels)
+        head_query, head_bias = self.head_query(rhs, batch.rels)
+        sampled = rows[2 * size :].view(2, size, global_negatives, dim)
+
+        groups = [  # (candidate rows [B, k, D], exists [B, k], query, bias) per kind of negative
+            (lhs[batch.lhs_negatives.clamp(min=0)], batch.lhs_negatives >= 0, head_query, head_bias),
+            (rhs[batch.rhs_negatives.clamp(min=0)], batch.rhs_negatives >= 0, tail_query, tail_bias),
+            (sampled[0], torch.ones_like(sampled[0][..., 0], dtype=torch.bool), head_query, head_bias),
+            (sampled[1], torch.ones_like(sampled[1][..., 0], dtype=torch.bool), tail_query, tail_bias),
+        ]
+        positive_weights = batch.weights.to(rows.dtype)
+        exists = [mask.to(rows.dtype) for _, mask, _, _ in groups]
+        per_edge = exists[0].sum(1) + exists[1].sum(1) + exists[2].sum(1) + exists[3].sum(1)
+        share = torch.where(per_edge > 0, positive_weights / per_edge.clamp(min=1), torch.zeros_like(per_edge))
+        logits = [(rhs * tail_query).sum(-1) + tail_bias]
+        logits += [
+            (torch.einsum("bkd,bd->bk", candidates, query) + bias.unsqueeze(1)).reshape(-1)
+            for candidates, _, query, bias in groups
+        ]
+        weights = [positive_weights] + [(mask * share.unsqueeze(1)).reshape(-1) for mask in exists]
+        labels = [batch.labels.to(rows.dtype)] + [torch.zeros_like(mask).reshape(-1) for mask in exists]
+        all_logits = torch.cat(logits)
+        return {
+            "logits": all_logits,
+            "probabilities": torch.sigmoid(all_logits),
+            "labels": torch.cat(labels),
+            "weights": torch.cat(weights),
+        }
+
+
+def apply_optimizers(model: TwhinModel, model_config: TwhinModelConfig) -> None:
+    """Attach each table's optimizer in backward (fused into its own kernel once sharded)."""
+    for table in model_config.embeddings.tables:
+        optimizer_class, kwargs = get_embedding_optimizer(table.optimizer)
+        params = list(model.large_embeddings.ebc.embedding_bags[table.name].parameters())
+        apply_optimizer_in_backward(optimizer_class, params, kwargs)
+        for param in params:
+            for fused_kwargs in param._optimizer_kwargs:
+                fused_kwargs[_ONE_KERNEL_PER_TABLE] = True
+
+
+LossFn = Callable[..., torch.Tensor]
+
+
+class TwhinModelAndLoss(nn.Module):
+    """forward(batch) -> (loss, outputs): the weighted BCE over positives and negatives, averaged
+    over all scored pairs (the original's normalisation)."""
+
+    def __init__(
+        self,
+        model: TwhinModel,
+        loss_fn: LossFn = F.binary_cross_entropy_with_logits,
+        data_config: object = None,
+        device: Optional[torch.device] = None,
+    ) -> None:
+        super().__init__()
+        del data_config, device  # the original's signature; nothing depends on them any more
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: EdgeBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        outputs = self.model(batch)
+        loss = self.loss_fn(outputs["logits"], outputs["labels"], weight=outputs["weights"])
+        return loss, {**outputs, "loss": loss.detach()}

@@ -1,0 +1,215 @@
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tml.projects.twhin.data.config import TwhinDataConfig
+from tml.projects.twhin.data.data import create_dataset
+from tml.projects.twhin.data.edges import EdgesDataset, edges_to_batch, sample_in_batch_partners
+from tml.projects.twhin.data.generate_random_graph import main as generate_main
+from tml.projects.twhin.data.reader import EdgeArrays, read_edges
+from tml.projects.twhin.data.schema import GraphSchema
+from twhin_helpers import CONFIG_DIR, model_config
+
+SCHEMA = GraphSchema.build({"user": 40, "tweet": 24}, [("fav", "user", "tweet"), ("follow", "user", "user")])
+
+
+def write(path, lhs, rel, rhs, **extra):
+    columns = {"lhs": np.asarray(lhs, dtype=np.int64), "rel": np.asarray(rel, dtype=np.int64),
+               "rhs": np.asarray(rhs, dtype=np.int64), **extra}
+    pq.write_table(pa.table(columns), str(path), row_group_size=7)
+    return str(path)
+
+
+@pytest.fixture
+def three_files(tmp_path):
+    """30 edges in files of 10, 5 and 15 rows; lhs = global row number, so rows can be traced."""
+    sizes, start = [10, 5, 15], 0
+    for index, size in enumerate(sizes):
+        rows = np.arange(start, start + size)
+        write(tmp_path / f"part-{index}.parquet", rows, rows % 2, rows % 24)
+        start += size
+    (tmp_path / "_SUCCESS").write_text("")
+    return str(tmp_path / "*")
+
+
+def test_kjt_interleaves_lhs_rhs_and_groups_by_table():
+    schema = GraphSchema.build({"user": 4, "author": 4}, [("likes", "user", "author"), ("follows", "user", "user")])
+    edges = EdgeArrays.from_lists(lhs=[0, 2, 2, 3], rel=[0, 1, 0, 0], rhs=[3, 1, 1, 0])
+    batch = edges_to_batch(edges, schema)
+    assert batch.labels.tolist() == [1, 1, 1, 1]
+    assert batch.nodes.keys() == ["user", "author"]
+    assert batch.nodes.stride() == 8
+    # lookups: u0 a3 | u2 u1 | u2 a1 | u3 a0  -> user lookups in order, then author lookups
+    assert batch.nodes["user"].values().tolist() == [0, 2, 1, 2, 3]
+    assert batch.nodes["author"].values().tolist() == [3, 1, 0]
+    assert batch.nodes["user"].lengths().tolist() == [1, 0, 1, 1, 1, 0, 1, 0]
+    assert batch.weights.tolist() == [1, 1, 1, 1]
+    assert batch.rels.tolist() == [0, 1, 0, 0]
+
+
+def test_global_negatives_come_from_each_sides_table():
+    edges = EdgeArrays.from_lists(lhs=[1, 2, 3], rel=[0, 1, 0], rhs=[5, 6, 7])
+    batch = edges_to_batch(edges, SCHEMA, global_negatives=50, rng=np.random.default_rng(0))
+    assert batch.nodes.stride() == 2 * 3 + 2 * 3 * 50
+    assert batch.global_negatives == 50
+    lengths = batch.nodes.lengths().view(2, -1)  # [table, lookup]
+    assert (lengths.sum(0) == 1).all()
+    table_of_lookup = lengths.argmax(0)
+    lhs_side = table_of_lookup[6 : 6 + 150].view(3, 50)
+    rhs_side = table_of_lookup[6 + 150 :].view(3, 50)
+    assert (lhs_side == 0).all()  # every relation's lhs is a user
+    assert rhs_side[0].eq(1).all() and rhs_side[1].eq(0).all() and rhs_side[2].eq(1).all()
+    tweets = batch.nodes["tweet"].values()
+    assert tweets.max() < 24 and len(set(tweets.tolist())) > 10
+
+
+def test_in_batch_partners_share_the_relation_and_are_never_the_edge():
+    rels = np.array([0, 1, 0, 0, 2, 1, 0])
+    partners = sample_in_batch_partners(rels, 20, np.random.default_rng(1))
+    assert partners.shape == (7, 20)
+    for edge, row in enumerate(partners):
+        if edge == 4:  # alone in relation 2
+            assert (row == -1).all()
+            continue
+        assert (rels[row] == rels[edge]).all() and (row != edge).all()
+    assert set(partners[0].tolist()) == {2, 3, 6}
+
+
+def test_window_and_rank_shares_are_disjoint_and_cover(three_files):
+    everything = read_edges(three_files, SCHEMA)
+    assert everything.lhs.tolist() == list(range(30))
+    window = read_edges(three_files, SCHEMA, offset=8, limit=13)
+    assert window.lhs.tolist() == list(range(8, 21))
+    for world_size in (1, 2, 3, 4):
+        parts = [read_edges(three_files, SCHEMA, offset=8, limit=13, rank=r, world_size=world_size).lhs for r in range(world_size)]
+        assert sorted(np.concatenate(parts).tolist()) == list(range(8, 21))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def real_lhs(batches):
+    return [lhs for b in batches for lhs, w in zip(b.edge_nodes()[0].tolist(), b.weights.tolist()) if w > 0]
+
+
+def test_every_rank_yields_as_many_batches_of_exactly_batch_size(three_files):
+    # 21 edges over 2 ranks: shares of 10 and 11, so 3 batches of 5 each, the last ones padded.
+    seen = []
+    for rank, real_in_last in ((0, 0), (1, 1)):
+        batches = list(EdgesDataset(three_files, SCHEMA, 5, in_batch_negatives=3, offset=9, rank=rank, world_size=2))
+        assert [b.batch_size for b in batches] == [5, 5, 5]
+        last = batches[-1]
+        assert last.weights.tolist() == [1.0] * real_in_last + [0.0] * (5 - real_in_last)
+        assert (last.lhs_negatives[real_in_last:] == -1).all()  # padding draws no negatives...
+        assert (last.lhs_negatives < max(real_in_last, 1)).all()  # ...and is never drawn as one
+        seen += real_lhs(batches)
+    assert sorted(seen) == list(range(9, 30))
+
+
+def test_shuffle_is_seeded_per_epoch(three_files):
+    dataset = EdgesDataset(three_files, SCHEMA, 30)
+    first = next(dataset.batches(0)).rels.tolist(), next(dataset.batches(0)).nodes.values().tolist()
+    again = next(dataset.batches(0)).rels.tolist(), next(dataset.batches(0)).nodes.values().tolist()
+    other = next(dataset.batches(1)).nodes.values().tolist()
+    assert first == again and first[1] != other
+    assert len(list(dataset.dataloader(num_epochs=3))) == 3
+    unshuffled = next(iter(EdgesDataset(three_files, SCHEMA, 30, shuffle=False)))
+    assert unshuffled.edge_nodes()[0].tolist() == list(range(30))
+    tables, ids = unshuffled.lookups()
+    assert tables[:4].tolist() == [0, 1, 0, 0] and ids[:4].tolist() == [0, 0, 1, 1]  # fav 0->0, follow 1->1
+
+
+def test_weight_column_is_used_when_present(tmp_path):
+    path = write(tmp_path / "w.parquet", [1, 2], [0, 0], [3, 4], weight=np.array([0.5, 2.0], dtype=np.float32))
+    assert read_edges(path, SCHEMA).weight.tolist() == [0.5, 2.0]
+    plain = write(tmp_path / "p.parquet", [1, 2], [0, 0], [3, 4])
+    assert read_edges(plain, SCHEMA).weight.tolist() == [1.0, 1.0]
+
+
+def test_id_outside_its_table_names_file_column_value_and_size(tmp_path):
+    path = write(tmp_path / "bad.parquet", [1, 2, 3], [0, 0, 1], [3, 24, 39])
+    with pytest.raises(ValueError, match=r"bad\.parquet: column 'rhs' has value 24 at row 1, outside table 'tweet' of size 24"):
+        read_edges(path, SCHEMA)
+    path = write(tmp_path / "neg.parquet", [1, -5], [0, 0], [3, 4])
+    with pytest.raises(ValueError, match=r"neg\.parquet: column 'lhs' has value -5 at row 1, outside table 'user' of size 40"):
+        read_edges(path, SCHEMA)
+
+
+def test_row_numbers_count_from_the_start_of_the_file(tmp_path):
+    rows = np.arange(20)
+    rhs = rows % 24
+    rhs[17] = 99
+    path = write(tmp_path / "late.parquet", rows, np.zeros(20), rhs)
+    with pytest.raises(ValueError, match="value 99 at row 17"):
+        read_edges(path, SCHEMA, offset=10)
+
+
+def test_unknown_relation_index_is_named(tmp_path):
+    path = write(tmp_path / "rel.parquet", [1, 2], [0, 2], [3, 4])
+    with pytest.raises(ValueError, match=r"rel\.parquet: column 'rel' has value 2 at row 1, which is not a relation index \(the config has 2 relations: 0=fav, 1=follow\)"):
+        read_edges(path, SCHEMA)
+
+
+def test_bad_columns(tmp_path):
+    path = str(tmp_path / "float.parquet")
+    pq.write_table(pa.table({"lhs": [1.0], "rel": [0], "rhs": [2]}), path)
+    with pytest.raises(ValueError, match="column 'lhs' has type double; node and relation ids must be integers"):
+        read_edges(path, SCHEMA)
+    path = str(tmp_path / "missing.parquet")
+    pq.write_table(pa.table({"src": [1], "rel": [0], "rhs": [2]}), path)
+    with pytest.raises(ValueError, match=r"no column\(s\) \['lhs'\]"):
+        read_edges(path, SCHEMA)
+    with pytest.raises(FileNotFoundError, match="matches no Parquet edge file"):
+        read_edges(str(tmp_path / "nothing*.parquet"), SCHEMA)
+
+
+def test_fsspec_paths_and_globs():
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for index in range(2):
+        with fs.open(f"/twhin-test/part-{index}.parquet", "wb") as sink:
+            pq.write_table(pa.table({"lhs": [index, index + 2], "rel": [0, 1], "rhs": [5, 6]}), sink)
+    try:
+        edges = read_edges("memory://twhin-test/*.parquet", SCHEMA)
+        assert edges.lhs.tolist() == [0, 2, 1, 3]
+        assert read_edges("memory://twhin-test/", SCHEMA, offset=1, limit=2).lhs.tolist() == [2, 1]
+    finally:
+        fs.rm("/twhin-test", recursive=True)
+
+
+def test_create_dataset_uses_the_data_config(three_files):
+    config = TwhinDataConfig(data_root=three_files, per_replica_batch_size=4, in_batch_negatives=3,
+                             global_negatives=2, limit=12, offset=2)
+    dataset = create_dataset(config, model_config(), rank=1, world_size=2)
+    batches = list(dataset)
+    assert dataset.num_edges == 12 and len(batches) == 2
+    assert sorted(real_lhs(batches)) == list(range(8, 14))
+    assert batches[0].lhs_negatives.shape == (4, 3) and batches[0].global_negatives == 2
+
+
+def test_generator_cli_writes_valid_edges_for_a_config(tmp_path):
+    out = tmp_path / "graph"
+    generate_main(["--out_dir", str(out), "--config_yaml_path", str(CONFIG_DIR / "local.yaml"),
+                   "--num_edges", "500", "--num_files", "3", "--weights", "--noise", "0"])
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    schema = GraphSchema.build({"user": 1000, "tweet": 500},
+                               [(n, "user", "tweet") for n in ("fav", "reply", "retweet", "magic_recs")])
+    edges = read_edges(str(out / "*.parquet"), schema)  # ids are checked against the tables
+    assert len(edges) == 500 and set(edges.rel.tolist()) == {0, 1, 2, 3}
+    assert 0.5 <= edges.weight.min() and edges.weight.max() <= 1.5
+
+
+def test_generator_plants_one_rhs_cluster_per_lhs_and_relation():
+    from tml.projects.twhin.data.generate_random_graph import generate_random_graph
+
+    table = generate_random_graph({"a": 30, "b": 400}, [("r", "a", "b"), ("s", "a", "b")], 6000,
+                                  num_clusters=4, noise=0.0, seed=3)
+    lhs, rel, rhs = (table.column(c).to_numpy() for c in ("lhs", "rel", "rhs"))
+    # With 4 clusters, a node's rhs neighbours under one relation all lie in one cluster: a quarter
+    # of the table on average, far fewer distinct rhs ids than 400.
+    distinct = [len(set(rhs[(lhs == node) & (rel == r)])) for node in range(30) for r in (0, 1)]
+    assert max(distinct) < 200
+    neighbours = {(node, r): set(rhs[(lhs == node) & (rel == r)]) for node in range(30) for r in (0, 1)}
+    overlap = [len(neighbours[(n, 0)] & neighbours[(m, 0)]) for n in range(30) for m in range(n)]
+    assert min(overlap) == 0 and max(overlap) > 20  # same-cluster pairs share many, others none

@@ -1,0 +1,83 @@
+"""Functions that spawned ranks run for the TwHIN tests (spawn needs importable targets)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from tml.common.checkpointing import load_model_weights
+from tml.common.sharding import TableShardingConfig, maybe_shard_model, quiet_torchrec_warnings
+from tml.projects.twhin.data.reader import EdgeArrays
+from tml.projects.twhin.data.schema import GraphSchema
+from tml.projects.twhin.metrics import link_prediction_ranks
+from tml.projects.twhin.models.config import TwhinModelConfig
+from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
+
+# user split by rows across ranks, tweet placed whole on one rank: both paths of the table gather.
+CONSTRAINTS = {
+    "user": TableShardingConfig(sharding_type="row_wise"),
+    "tweet": TableShardingConfig(sharding_type="table_wise"),
+}
+
+
+def ranks_from_checkpoint(
+    rank: int, world_size: int, config_json: str, checkpoint: str, eval_edges: EdgeArrays, known: EdgeArrays
+) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    quiet_torchrec_warnings()
+    config = TwhinModelConfig.model_validate_json(config_json)
+    torch.manual_seed(100 + rank)  # a different init on every rank and world size: only the checkpoint counts
+    module = TwhinModelAndLoss(TwhinModel(config))
+    apply_optimizers(module.model, config)
+    model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=CONSTRAINTS)
+    load_model_weights(model, checkpoint)
+    result = link_prediction_ranks(model, eval_edges, GraphSchema.from_model_config(config), known,
+                                   query_chunk_size=3, entity_chunk_size=7)
+    return result.metrics(), result.tail, result.head
+
+
+def save_sharded_checkpoint(rank: int, world_size: int, config_json: str, save_dir: str, step: int) -> dict[str, np.ndarray]:
+    """Save a sharded model as checkpoint `step` of `save_dir`; returns its full tables and relations."""
+    from tml.common.checkpointing import CheckpointManager
+    from tml.projects.twhin.metrics import gather_dense_tables, unwrap_twhin_model
+
+    quiet_torchrec_warnings()
+    config = TwhinModelConfig.model_validate_json(config_json)
+    torch.manual_seed(5)
+    module = TwhinModelAndLoss(TwhinModel(config))
+    apply_optimizers(module.model, config)
+    model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=CONSTRAINTS)
+    CheckpointManager(save_dir).save(step, {"model": model})
+    tables = {name: value.numpy() for name, value in gather_dense_tables(model, config.table_names).items()}
+    tables["relations"] = unwrap_twhin_model(model).all_trans_embs.detach().numpy().copy()
+    return tables
+
+
+def train_on_ranks(rank: int, world_size: int, config_json: str, files: str, steps: int) -> dict[str, object]:
+    """Train through TrainPipelineSparseDist on this rank's share of `files`; report what the test checks."""
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+    from tml.projects.twhin.data.edges import EdgesDataset
+    from tml.projects.twhin.metrics import unwrap_twhin_model
+    from tml.projects.twhin.optimizer import build_optimizer
+
+    quiet_torchrec_warnings()
+    config = TwhinModelConfig.model_validate_json(config_json)
+    torch.manual_seed(0)
+    module = TwhinModelAndLoss(TwhinModel(config))
+    apply_optimizers(module.model, config)
+    model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=CONSTRAINTS)
+    optimizer, scheduler = build_optimizer(model, config)
+    dataset = EdgesDataset(files, GraphSchema.from_model_config(config), 50, in_batch_negatives=4,
+                           global_negatives=2, rank=rank, world_size=world_size)
+    pipeline = TrainPipelineSparseDist(model, optimizer, torch.device("cpu"))
+    batches = dataset.dataloader(num_epochs=None)
+    losses = []
+    for _ in range(steps):
+        losses.append(pipeline.progress(batches)["loss"].item())
+        scheduler.step()
+    pipeline.detach()
+    return {
+        "first": float(np.mean(losses[:10])),
+        "last": float(np.mean(losses[-10:])),
+        "relations": unwrap_twhin_model(model).all_trans_embs.detach().clone(),
+        "batches_per_epoch": len(dataset),
+    }
