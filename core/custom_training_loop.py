@@ -27,16 +27,25 @@ from tml.core.train_pipeline import TrainStepRunner, autocast_context
 from tml.ml_logging.torch_logging import logging
 
 MetricsFactory = Callable[[], torchmetrics.MetricCollection]
+# (model, step) -> scalars. Called by every rank together (it may use collectives), in eval mode
+# and without gradients, after the dataset evaluations.
+ExtraEvaluation = Callable[[torch.nn.Module, int], Mapping[str, float]]
 
 
 @dataclasses.dataclass
 class EvaluationPlan:
-    """What `train_and_evaluate` evaluates, and how often."""
+    """What `train_and_evaluate` evaluates, and how often.
+
+    `extra_evaluations` are for metrics that do not fit a per-batch MetricCollection (e.g. ranking
+    against a whole embedding table). Each is logged under its name like a dataset: when the name
+    is also a dataset's, its values join that dataset's results, TensorBoard run and console line.
+    """
 
     datasets: Mapping[str, Iterable[Any]]
     metrics_factory: Callable[[str], torchmetrics.MetricCollection]
     num_eval_steps: int = 16384
     eval_every_n: Optional[int] = None  # None: at every checkpoint
+    extra_evaluations: Mapping[str, ExtraEvaluation] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -115,6 +124,39 @@ def evaluate(
     results = _to_float_dict(metrics.compute())
     metrics.reset()
     return results
+
+
+def _replicated_buffers(module: torch.nn.Module) -> Iterator[torch.Tensor]:
+    """Buffers of the data-parallel part: sharded embedding modules hold rank-specific state."""
+    from torchrec.distributed.types import ShardedModule
+
+    if isinstance(module, ShardedModule):
+        return
+    yield from module.buffers(recurse=False)
+    for child in module.children():
+        yield from _replicated_buffers(child)
+
+
+def average_buffers_across_ranks(model: torch.nn.Module) -> None:
+    """Replace each floating-point buffer (e.g. BatchNorm running statistics) by its mean over ranks.
+
+    Data-parallel training keeps one copy of the dense part per rank, and torchrec's DDP wrapper does
+    not broadcast buffers, so running statistics drift apart; a checkpoint would keep just one
+    rank's. Averaging before saving and evaluating makes them one well-defined value.
+    """
+    if get_world_size() == 1:
+        return
+    buffers = [b for b in _replicated_buffers(model) if b.is_floating_point()]
+    if not buffers:
+        return
+    flat = torch.cat([b.detach().reshape(-1).double() for b in buffers])
+    dist.all_reduce(flat)
+    flat /= get_world_size()
+    offset = 0
+    for buffer in buffers:
+        count = buffer.numel()
+        buffer.copy_(flat[offset : offset + count].view_as(buffer))
+        offset += count
 
 
 def _skip_batches(iterator: Iterator[Any], count: int) -> Iterator[Any]:
@@ -247,14 +289,18 @@ def train(
             window_start, window_steps = time.perf_counter(), 0
 
         is_checkpoint_step = step % checkpoint_frequency == 0 or step == train_steps
+        is_eval_step = evaluation is not None and _is_eval_step(step, train_steps, checkpoint_frequency, evaluation)
+        if is_checkpoint_step or is_eval_step:
+            average_buffers_across_ranks(model)
         if is_checkpoint_step:
             checkpoints.save(step, state)
-        if evaluation is not None and _is_eval_step(step, train_steps, checkpoint_frequency, evaluation):
+        if is_eval_step:
             runner.detach()
             eval_results = run_evaluations(model, evaluation, device, step, enable_amp, make_logger)
     else:
         step = train_steps
     if train_state.step > start_step and train_state.step % checkpoint_frequency != 0 and train_state.step != train_steps:
+        average_buffers_across_ranks(model)
         checkpoints.save(train_state.step, state)  # the data ended early: keep what was trained
     runner.detach()  # callers may call the model directly again
     train_logger.close()
@@ -289,11 +335,19 @@ def run_evaluations(
     enable_amp: bool = False,
     make_logger: Optional[Callable[[str], SummaryLogger]] = None,
 ) -> dict[str, dict[str, float]]:
-    """Evaluate every named dataset once; log each to TensorBoard run `eval_<name>` and the console."""
+    """Evaluate every named dataset and extra evaluation once; log each name to TensorBoard run
+    `eval_<name>` and the console."""
     results: dict[str, dict[str, float]] = {}
     for name, dataset in plan.datasets.items():
-        values = evaluate(model, dataset, plan.metrics_factory(name), device, plan.num_eval_steps, enable_amp, f"eval {name}")
-        results[name] = values
+        results[name] = evaluate(
+            model, dataset, plan.metrics_factory(name), device, plan.num_eval_steps, enable_amp, f"eval {name}"
+        )
+    for name, extra in plan.extra_evaluations.items():
+        model.eval()
+        with torch.no_grad():
+            values = _to_float_dict(extra(model, step))
+        results.setdefault(name, {}).update(values)
+    for name, values in results.items():
         logging.info(f"eval {name} @ step {step}: {format_scalars(values)}")
         if make_logger is not None:
             eval_logger = make_logger(f"eval_{name}")
@@ -316,11 +370,12 @@ def train_and_evaluate(
     eval_metrics_factory: Callable[[str], torchmetrics.MetricCollection],
     num_eval_steps: int = 16384,
     eval_every_n: Optional[int] = None,
+    extra_evaluations: Optional[Mapping[str, ExtraEvaluation]] = None,
     **train_kwargs: Any,
 ) -> TrainResult:
-    """`train`, evaluating every dataset in `eval_datasets` every `eval_every_n` steps (default: at
-    each checkpoint) and at the end."""
-    plan = EvaluationPlan(eval_datasets, eval_metrics_factory, num_eval_steps, eval_every_n)
+    """`train`, evaluating every dataset in `eval_datasets` and every `extra_evaluations` entry
+    every `eval_every_n` steps (default: at each checkpoint) and at the end (see `EvaluationPlan`)."""
+    plan = EvaluationPlan(eval_datasets, eval_metrics_factory, num_eval_steps, eval_every_n, dict(extra_evaluations or {}))
     return train(
         model,
         optimizer,

@@ -21,3 +21,13 @@ def test_two_rank_train_and_evaluate_checkpoint_loads_into_one_process(tmp_path)
         torch.testing.assert_close(plain(make_batch(77_777, 16))[1]["probabilities"], probabilities_0)
     single = evaluate(plain, StreamDataset(**HELDOUT), auroc_collection(), torch.device("cpu"), num_eval_steps=-1)
     assert abs(single["auroc"] - eval_0["heldout"]["auroc"]) < 1e-6
+
+
+def test_batchnorm_statistics_are_averaged_across_ranks_before_a_checkpoint(tmp_path):
+    from rank_fns_loop import batchnorm_buffers_after_training
+
+    (mean_0, var_0, _), (mean_1, var_1, _) = run_on_ranks(batchnorm_buffers_after_training, 2, str(tmp_path),
+                                                          timeout_s=180)
+    torch.testing.assert_close(mean_0, mean_1, rtol=0, atol=0)
+    torch.testing.assert_close(var_0, var_1, rtol=0, atol=0)
+    assert mean_0.abs().sum() > 0  # they did move away from their initial zeros

@@ -29,7 +29,7 @@ class LoopBatch(DataclassBatch):
 
 
 class TinyRanker(torch.nn.Module):
-    def __init__(self, device: torch.device = torch.device("cpu")) -> None:
+    def __init__(self, device: torch.device = torch.device("cpu"), batch_norm: bool = False) -> None:
         super().__init__()
         tables = [
             torchrec.EmbeddingBagConfig(
@@ -38,8 +38,10 @@ class TinyRanker(torch.nn.Module):
             for name in FEATURES
         ]
         self.ebc = torchrec.EmbeddingBagCollection(tables=tables, device=device)
+        width = len(FEATURES) * EMBEDDING_DIM + DENSE_DIM
         self.mlp = torch.nn.Sequential(
-            torch.nn.Linear(len(FEATURES) * EMBEDDING_DIM + DENSE_DIM, 16, device=device),
+            *([torch.nn.BatchNorm1d(width, device=device)] if batch_norm else []),
+            torch.nn.Linear(width, 16, device=device),
             torch.nn.ReLU(),
             torch.nn.Dropout(0.1),
             torch.nn.Linear(16, 1, device=device),
@@ -105,6 +107,7 @@ def build_trainable(
     embedding_lr: float = 0.1,
     dense_lr: float = 0.01,
     sharding: Optional[dict] = None,
+    batch_norm: bool = False,
 ):
     """A sharded TinyRanker with a fused Adagrad on its tables and Adam on the rest.
 
@@ -116,7 +119,7 @@ def build_trainable(
 
     quiet_torchrec_warnings()
     torch.manual_seed(seed)
-    model = TinyRanker(device=torch.device("meta"))
+    model = TinyRanker(device=torch.device("meta"), batch_norm=batch_norm)
     apply_embedding_optimizer(
         model.ebc.parameters(), EmbeddingOptimizerConfig(adagrad=FusedAdagradConfig(lr=embedding_lr))
     )

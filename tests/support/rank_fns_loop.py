@@ -36,3 +36,16 @@ def train_sharded(rank: int, world_size: int, save_dir: str):
         probabilities = model(make_batch(77_777, 16))[1]["probabilities"]
     placement = sorted(model.plan.plan["ebc"].keys()) if hasattr(model, "plan") else None
     return result.eval_results, probabilities, placement
+
+
+def batchnorm_buffers_after_training(rank: int, world_size: int, save_dir: str):
+    """Each rank sees different data, so its BatchNorm statistics differ until the loop averages them."""
+    from tml.core.custom_training_loop import train
+
+    model, optimizer = build_trainable(batch_norm=True)
+    train(model, optimizer, torch.device("cpu"), save_dir, logging_interval=5, train_steps=5,
+          checkpoint_frequency=5, dataset=StreamDataset(batch_size=16, rank=rank, world_size=world_size, seed=rank),
+          worker_batch_size=16)
+    norm = model.module.mlp[0] if hasattr(model, "module") else model.mlp[0]
+    fused_state = {k: v for k, v in optimizer.state_dict()["state"].items() if "t_" in k}
+    return norm.running_mean.clone(), norm.running_var.clone(), sorted(fused_state)
