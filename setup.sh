@@ -28,10 +28,13 @@ fi
 python_version_ok() { "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; }
 
 find_python() {
+    if [ -n "${PYTHON:-}" ]; then  # an explicit choice is used or refused, never replaced
+        python_version_ok "$PYTHON" && { command -v "$PYTHON"; return 0; }
+        return 1
+    fi
     # 3.11 first: the CPU torch wheel pinned in images/ is built for it on our machines.
     local candidate
-    for candidate in "${PYTHON:-}" python3.11 python3.12 python3.10 python3.13 python3; do
-        [ -n "$candidate" ] || continue
+    for candidate in python3.11 python3.12 python3.10 python3.13 python3; do
         if command -v "$candidate" >/dev/null 2>&1 && python_version_ok "$candidate"; then
             command -v "$candidate"; return 0
         fi
@@ -40,7 +43,7 @@ find_python() {
 }
 
 if [ ! -x "$VENV/bin/python" ]; then
-    PYTHON_BIN=$(find_python) || die "tml needs Python >= 3.10, none found on PATH ($(python3 --version 2>&1 || echo 'no python3')). Install python3.11 (e.g. 'apt-get install python3.11-venv') or point PYTHON=/path/to/python3.11 at one, then re-run ./setup.sh."
+    PYTHON_BIN=$(find_python) || die "tml needs Python >= 3.10 but found $("${PYTHON:-python3}" --version 2>&1 || echo 'no python3'). Install python3.11 (e.g. 'apt-get install python3.11-venv') or point PYTHON=/path/to/python3.11 at one, then re-run ./setup.sh."
     echo "setup.sh: creating .venv with $PYTHON_BIN ($("$PYTHON_BIN" --version 2>&1))"
     "$PYTHON_BIN" -m venv "$VENV" || die "could not create .venv with $PYTHON_BIN; install its venv module (e.g. 'apt-get install python3-venv') and re-run."
 fi
@@ -51,19 +54,14 @@ REQUIREMENTS=(images/requirements-common.txt "images/requirements-$variant.txt" 
 STAMP="$VENV/.tml-install-stamp"
 wanted_stamp=$(printf '%s\n' "$variant" "$("$PY" --version 2>&1)" | cat - "${REQUIREMENTS[@]}" pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 
+PIP_LOG="$VENV/pip-install.log"
 pip_install() {
-    local log
-    log=$(mktemp)
-    if ! "$PY" -m pip install --disable-pip-version-check "$@" >"$log" 2>&1; then
-        grep -v 'is ignored' "$log" | tail -n 15 >&2
-        if grep -qiE 'connection|network|timed out|resolve host|Max retries|No matching distribution' "$log"; then
-            rm -f "$log"
-            die "pip could not get packages from the package index ($*). Check the network or set PIP_INDEX_URL to a reachable mirror, then re-run ./setup.sh."
+    if ! "$PY" -m pip install --disable-pip-version-check "$@" >"$PIP_LOG" 2>&1; then
+        if grep -qiE 'connection|network|timed out|resolve host|Max retries|No matching distribution' "$PIP_LOG"; then
+            die "pip could not get packages from the package index ($*); check the network, or set PIP_INDEX_URL to a reachable mirror, then re-run ./setup.sh (pip's output: $PIP_LOG)."
         fi
-        rm -f "$log"
-        die "pip install $* failed (output above)."
+        die "pip install $* failed; see $PIP_LOG."
     fi
-    rm -f "$log"
 }
 
 if [ "$(cat "$STAMP" 2>/dev/null)" = "$wanted_stamp" ]; then
