@@ -20,11 +20,13 @@ from tml.projects.home.recap.model.config import (
 )
 from tml.projects.home.recap.optimizer.config import RecapAdamConfig, RecapOptimizerConfig
 
+from original_configs import ORIGINAL_DIR  # noqa: E402
+
 REPO_ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), *[os.pardir] * 5))
-# The repository's faithful copy of the production config once it exists, else the original's.
+# The original's production config (the compatibility target), else the repository's copy of it.
 LOCAL_PROD_CANDIDATES = (
+    str(ORIGINAL_DIR / "recap_local_prod.yaml"),
     os.path.join(REPO_ROOT, "projects", "home", "recap", "config", "local_prod.yaml"),
-    "/work/shared/original/recap_local_prod.yaml",
 )
 
 

@@ -1,0 +1,79 @@
+"""The Heavy Ranker's whole config: one YAML file with these top-level sections.
+
+    training:        the loop's schedule (recap's TrainingConfig: core's without num_epochs)
+    runtime:         amp / tf32 switches (an addition; absent in the original's files, defaults apply)
+    model:           ModelConfig (model/config.py)
+    train_data:      RecapDataConfig (data/config.py)
+    validation_data: name -> RecapDataConfig, each evaluated on its own `evaluation_tasks`
+    optimizer:       RecapOptimizerConfig (optimizer/config.py)
+    which_metrics:   kept from the original, unused
+
+As in the original, the classes do not cross-check model tasks against data tasks: the entry point
+does that at start-up (`tml.projects.home.recap.main.check_tasks`), where it can name both sides.
+"""
+from __future__ import annotations
+
+import copy
+import enum
+from typing import Any, Dict, Optional
+
+import pydantic
+from pydantic import Field, PositiveInt
+
+from tml.core.config import BaseConfig
+from tml.core.config.training import RuntimeConfig
+from tml.core.config.training import TrainingConfig as CoreTrainingConfig
+from tml.projects.home.recap.data import job_modes
+from tml.projects.home.recap.data.config import RecapDataConfig
+from tml.projects.home.recap.model.config import ModelConfig
+from tml.projects.home.recap.optimizer.config import RecapOptimizerConfig
+
+DEFAULT_NUM_TRAIN_STEPS = 1_000_000
+
+
+class JobMode(str, enum.Enum):
+    """What a job does with the data (the data pipeline compares these values)."""
+
+    TRAIN = job_modes.TRAIN
+    EVALUATE = job_modes.EVALUATE
+    INFERENCE = job_modes.INFERENCE
+
+
+def _training_fields() -> Dict[str, Any]:
+    """Core's fields, minus `num_epochs` (recap trains for a number of steps over repeating data)."""
+    fields: Dict[str, Any] = {
+        name: (field.annotation, copy.copy(field))
+        for name, field in CoreTrainingConfig.model_fields.items()
+        if name != "num_epochs"
+    }
+    fields["num_train_steps"] = (
+        PositiveInt,
+        Field(DEFAULT_NUM_TRAIN_STEPS, description="Number of optimizer steps to train for."),
+    )
+    return fields
+
+
+# Built from core's fields so that both stay in step; the original re-declared the class by hand.
+TrainingConfig = pydantic.create_model(  # type: ignore[call-overload]
+    "TrainingConfig",
+    __base__=BaseConfig,
+    __module__=__name__,
+    __doc__="Core TrainingConfig without num_epochs; num_train_steps defaults to 1,000,000.",
+    **_training_fields(),
+)
+
+
+class RecapConfig(BaseConfig):
+    training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[valid-type]
+    runtime: RuntimeConfig = Field(
+        default_factory=RuntimeConfig, description="bf16 autocast (enable_amp) and TF32 switches."
+    )
+    model: ModelConfig
+    train_data: RecapDataConfig
+    validation_data: Dict[str, RecapDataConfig] = Field(
+        default_factory=dict,
+        description="Evaluation sets by name; each reports metrics for its evaluation_tasks "
+        "(all model tasks when empty).",
+    )
+    optimizer: RecapOptimizerConfig
+    which_metrics: Optional[str] = Field(None, description="Kept from the original; unused.")

@@ -1,0 +1,1 @@
+"""Heavy Ranker data: Parquet in the segdense layout to RecapBatches (no TensorFlow)."""

@@ -1,0 +1,257 @@
+"""MovieLens-100k as Heavy Ranker data: three engagement tasks per rating, split by time.
+
+    python -m tml.projects.home.recap.scripts.prepare_movielens [--output_dir DIR] [--validation_fraction 0.2]
+
+The ratings are read from the installed `recbole` wheel (`.venv/bin/pip install --no-deps
+recbole==1.2.1`), at recbole/dataset_example/ml-100k/ (ml-100k.inter, .user, .item). The package is
+never imported and its data never copied into the repository (MovieLens forbids redistribution).
+
+Each rating (user, movie, stars, time) becomes one row of config/movielens_segdense.json:
+    liked = stars >= 4, loved = stars == 5, disliked = stars <= 2        (the labels)
+    meta.user_id, meta.movie_id                                          (large-embedding ids)
+    meta.timestamp, meta.rating                                          (kept for inspection)
+    continuous [8]: age, release year, years between release and rating, the user's number and mean
+        of earlier ratings, the movie's number and mean of earlier ratings, number of genres
+    binary [43]: gender (F, M), occupation (21, one-hot), genres (19, multi-hot), release year unknown
+    discrete [3]: gender index, occupation index, age bucket (<18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+)
+"Earlier" means before the rating in time order (ties by user, then movie id), so every feature is
+known when the rating is made, like the Heavy Ranker's aggregate features; a mean with no history
+is the training split's mean stars.
+
+Split by time: the earliest (1 - validation_fraction) of the ratings train, the latest validate.
+Training rows are written in a random order (the reader shuffles only within a buffer), into
+--num_train_files files under DIR/train/; validation rows into DIR/validation/.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+import tml
+from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
+from tml.projects.home.recap.data.segdense import SegDenseFeature, load_segdense_schema
+
+DISTRIBUTION = "recbole"
+VERSION = "1.2.1"
+DATA_FOLDER = "recbole/dataset_example/ml-100k"
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(tml.__file__)), "projects/home/recap/config/movielens_segdense.json")
+DEFAULT_OUTPUT_DIR = os.path.join(os.path.expanduser("~"), "tmp", "tml", "movielens")
+
+CONTINUOUS = "movielens_cont__segdense_vals"
+BINARY = "movielens_binary__segdense_vals"
+DISCRETE = "movielens_discrete__segdense_vals"
+AGE_BUCKET_EDGES = (18, 25, 35, 45, 50, 56)
+GENDERS = ("F", "M")
+
+
+def movielens_folder() -> Path:
+    """ml-100k inside the installed recbole distribution (read as files, never imported)."""
+    install = f".venv/bin/pip install --no-deps {DISTRIBUTION}=={VERSION}"
+    try:
+        distribution = importlib.metadata.distribution(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        raise FileNotFoundError(f"MovieLens-100k is read from the '{DISTRIBUTION}' package, which is not installed: {install}") from None
+    folder = Path(str(distribution.locate_file(DATA_FOLDER)))
+    if not (folder / "ml-100k.inter").is_file():
+        raise FileNotFoundError(
+            f"{folder}/ml-100k.inter is missing from {DISTRIBUTION} {distribution.version}; this script reads {install}"
+        )
+    return folder
+
+
+def read_atomic_file(path: Path) -> dict[str, list[str]]:
+    """RecBole's TSV files: a header of `name:type` fields; columns by name, values as text."""
+    with open(path, encoding="utf-8", newline="") as stream:
+        reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = [field.split(":", 1)[0] for field in next(reader)]
+        columns: dict[str, list[str]] = {name: [] for name in header}
+        for line_number, row in enumerate(reader, start=2):
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{line_number} has {len(row)} fields; the header names {len(header)}")
+            for name, value in zip(header, row):
+                columns[name].append(value)
+    return columns
+
+
+def _lookup(ids: np.ndarray, keys: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
+    """values[position of id among keys] for each id."""
+    order = np.argsort(keys)
+    positions = np.searchsorted(keys, ids, sorter=order)
+    positions = np.minimum(positions, len(keys) - 1)
+    found = keys[order[positions]] == ids
+    if not found.all():
+        raise ValueError(f"ratings name {what} ids absent from the {what} file, e.g. {ids[~found][:5].tolist()}")
+    return values[order[positions]]
+
+
+def earlier_stats(groups: np.ndarray, values: np.ndarray, fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """For rows in time order: how many earlier rows share the row's group, and their mean value."""
+    order = np.argsort(groups, kind="stable")  # stable keeps time order inside each group
+    sorted_groups, sorted_values = groups[order], values[order].astype(np.float64)
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    start_index = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
+    totals = np.cumsum(sorted_values)
+    before_group = np.where(start_index > 0, totals[start_index - 1], 0.0)
+    count = np.arange(len(order)) - start_index
+    earlier_sum = totals - sorted_values - before_group
+    mean = np.where(count > 0, earlier_sum / np.maximum(count, 1), fill)
+    counts, means = np.empty(len(order)), np.empty(len(order))
+    counts[order], means[order] = count, mean
+    return counts, means
+
+
+def _one_hot(indices: np.ndarray, size: int) -> np.ndarray:
+    encoded = np.zeros((len(indices), size), dtype=np.int64)
+    encoded[np.arange(len(indices)), indices] = 1
+    return encoded
+
+
+def build_rows(folder: Path, validation_fraction: float) -> tuple[dict[str, np.ndarray], int]:
+    """All ratings in time order as columns keyed by segdense name; and the number of training rows."""
+    ratings = read_atomic_file(folder / "ml-100k.inter")
+    users = read_atomic_file(folder / "ml-100k.user")
+    items = read_atomic_file(folder / "ml-100k.item")
+
+    user = np.array(ratings["user_id"], dtype=np.int64)
+    movie = np.array(ratings["item_id"], dtype=np.int64)
+    stars = np.array(ratings["rating"], dtype=np.float64).astype(np.int64)
+    timestamp = np.array(ratings["timestamp"], dtype=np.float64).astype(np.int64)
+    order = np.lexsort((movie, user, timestamp))
+    user, movie, stars, timestamp = user[order], movie[order], stars[order], timestamp[order]
+    num_train = int(round(len(stars) * (1.0 - validation_fraction)))
+    if not 0 < num_train < len(stars):
+        raise ValueError(f"validation_fraction {validation_fraction} leaves no training or no validation rows")
+    fill = float(stars[:num_train].mean())
+
+    user_keys = np.array(users["user_id"], dtype=np.int64)
+    age = _lookup(user, user_keys, np.array(users["age"], dtype=np.int64), "user")
+    gender = _lookup(user, user_keys, np.array([GENDERS.index(g) for g in users["gender"]]), "user")
+    occupations = sorted(set(users["occupation"]))
+    occupation = _lookup(user, user_keys, np.array([occupations.index(o) for o in users["occupation"]]), "user")
+
+    item_keys = np.array(items["item_id"], dtype=np.int64)
+    years = np.array([int(y) if y.isdigit() else 0 for y in items["release_year"]], dtype=np.int64)
+    genre_lists = [text.split() for text in items["class"]]
+    genres = sorted({genre for names in genre_lists for genre in names})
+    item_genres = np.zeros((len(item_keys), len(genres)), dtype=np.int64)
+    for row, names in enumerate(genre_lists):
+        item_genres[row, [genres.index(name) for name in names]] = 1
+    item_rows = _lookup(movie, item_keys, np.arange(len(item_keys)), "movie")
+    release_year = years[item_rows]
+    rating_year = timestamp.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+    known_year = release_year > 0
+
+    user_count, user_mean = earlier_stats(user, stars, fill)
+    movie_count, movie_mean = earlier_stats(movie, stars, fill)
+    movie_genres = item_genres[item_rows]
+    continuous = np.stack(
+        [
+            age,
+            release_year,
+            np.where(known_year, np.maximum(rating_year - release_year, 0), 0),
+            user_count,
+            user_mean,
+            movie_count,
+            movie_mean,
+            movie_genres.sum(axis=1),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    binary = np.concatenate(
+        [_one_hot(gender, len(GENDERS)), _one_hot(occupation, len(occupations)), movie_genres, (~known_year)[:, None]],
+        axis=1,
+    ).astype(np.int64)
+    discrete = np.stack([gender, occupation, np.searchsorted(AGE_BUCKET_EDGES, age, side="right")], axis=1)
+    columns = {
+        CONTINUOUS: continuous,
+        BINARY: binary,
+        DISCRETE: discrete.astype(np.int64),
+        "liked": (stars >= 4).astype(np.int64),
+        "loved": (stars == 5).astype(np.int64),
+        "disliked": (stars <= 2).astype(np.int64),
+        "meta.user_id": user,
+        "meta.movie_id": movie,
+        "meta.timestamp": timestamp,
+        "meta.rating": stars,
+    }
+    return columns, num_train
+
+
+def _check_widths(columns: dict[str, np.ndarray], schema: dict[str, SegDenseFeature]) -> None:
+    for name, feature in schema.items():
+        width = 1 if columns[name].ndim == 1 else columns[name].shape[1]
+        if width != feature.length:
+            raise ValueError(
+                f"'{name}' has {width} values per row but {SCHEMA_PATH} says {feature.length}; the MovieLens "
+                f"files differ from what this script was written for ({DISTRIBUTION}=={VERSION})"
+            )
+
+
+def write_split(folder: str, columns: dict[str, np.ndarray], rows: np.ndarray, num_files: int,
+                schema: dict[str, SegDenseFeature]) -> list[str]:
+    os.makedirs(folder, exist_ok=True)
+    for stale in Path(folder).glob("part-*.parquet"):
+        stale.unlink()
+    paths = []
+    for index, file_rows in enumerate(np.array_split(rows, num_files)):
+        path = os.path.join(folder, f"part-{index:05d}.parquet")
+        with SegDenseParquetWriter(path, list(schema.values())) as writer:
+            for start in range(0, len(file_rows), 8192):
+                picked = file_rows[start: start + 8192]
+                writer.write({name: columns[name][picked] for name in schema})
+        paths.append(path)
+    return paths
+
+
+def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_train_files: int = 4,
+                      seed: int = 0) -> dict[str, object]:
+    """Write the train and validation splits; returns their statistics (also saved as stats.json)."""
+    schema = load_segdense_schema(SCHEMA_PATH)
+    columns, num_train = build_rows(movielens_folder(), validation_fraction)
+    _check_widths(columns, schema)
+    total = len(columns["liked"])
+    train_rows = np.random.default_rng(seed).permutation(num_train)
+    validation_rows = np.arange(num_train, total)
+    write_split(os.path.join(output_dir, "train"), columns, train_rows, num_train_files, schema)
+    write_split(os.path.join(output_dir, "validation"), columns, validation_rows, 1, schema)
+    users = columns["meta.user_id"]
+    stats: dict[str, object] = {
+        "source": f"{DISTRIBUTION}=={VERSION}:{DATA_FOLDER}",
+        "train_rows": int(num_train),
+        "validation_rows": int(total - num_train),
+        "split_timestamp": int(columns["meta.timestamp"][num_train]),
+        "validation_users": int(len(np.unique(users[num_train:]))),
+        "validation_users_seen_in_train": int(len(np.intersect1d(users[num_train:], users[:num_train]))),
+        "label_rates": {
+            split: {task: float(columns[task][rows].mean()) for task in ("liked", "loved", "disliked")}
+            for split, rows in (("train", train_rows), ("validation", validation_rows))
+        },
+    }
+    with open(os.path.join(output_dir, "stats.json"), "w") as stream:
+        json.dump(stats, stream, indent=2)
+    return stats
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Convert MovieLens-100k (from the recbole wheel) to Heavy Ranker Parquet.")
+    parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="Where train/ and validation/ are written.")
+    parser.add_argument("--validation_fraction", type=float, default=0.2, help="Latest share of ratings held out.")
+    parser.add_argument("--num_train_files", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the training rows' order.")
+    args = parser.parse_args(argv)
+    stats = prepare_movielens(args.output_dir, args.validation_fraction, args.num_train_files, args.seed)
+    print(json.dumps(stats, indent=2))
+    print(f"wrote {args.output_dir}/train/ and {args.output_dir}/validation/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
