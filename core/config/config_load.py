@@ -41,13 +41,18 @@ def _login_name() -> str | None:
         return None
 
 
+# The repository root is the `tml` package (core/config/config_load.py is two levels below it).
+_TML_BASE_DEFAULT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def substitute_env_variables(text: str, environ: Mapping[str, str] | None = None) -> str:
     """Expand `$VAR`/`${VAR}`; unknown variables stay as written, `$$` is a literal `$`.
 
     USER is always the login name, so configs that build paths from it work where the
-    environment does not export it (cron, containers).
+    environment does not export it (cron, containers). TML_BASE, which the original's configs use
+    for paths inside the repository, defaults to the installed tml package's directory.
     """
-    variables = dict(os.environ if environ is None else environ)
+    variables = {"TML_BASE": _TML_BASE_DEFAULT, **(os.environ if environ is None else environ)}
     login = _login_name()
     if login is not None:
         variables["USER"] = login

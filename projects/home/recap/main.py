@@ -8,8 +8,8 @@ Flow: config -> process group and device -> datasets (train, one per validation 
 schedules -> train, evaluating every `training.eval_log_every_n` steps and at the end. Checkpoints
 and TensorBoard logs go to `training.save_dir`; a run resumes from its latest checkpoint.
 
-`${TML_BASE}` in config files defaults to this checkout, so the repository's configs work from any
-working directory.
+`${TML_BASE}` in config files defaults to this checkout (see tml.core.config), so the repository's
+configs work from any working directory.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-import tml
 from tml.common import device as device_lib
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
@@ -35,7 +34,6 @@ from tml.projects.home.recap.model.entrypoint import create_ranking_model
 from tml.projects.home.recap.model.model_and_loss import build_recap_loss
 from tml.projects.home.recap.optimizer import optimizer as recap_optimizer
 
-REPO_ROOT = os.path.dirname(os.path.abspath(tml.__file__))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -79,7 +77,6 @@ def check_tasks(config: RecapConfig, source: str = "the config") -> None:
 
 
 def load_config(args: argparse.Namespace) -> RecapConfig:
-    os.environ.setdefault("TML_BASE", REPO_ROOT)
     config = load_config_from_args(RecapConfig, args)
     check_tasks(config, args.config_path)
     return config

@@ -357,3 +357,14 @@ def test_union_errors_name_the_member_and_suggest_from_it():
     assert "  - unknown field 'optimizer.momentun' (as Adam) (got 0.5); valid fields here: beta_1, lr" in lines
     assert "  - unknown field 'optimizer.momentun' (as Sgd) (got 0.5); did you mean 'momentum'?" in lines
     assert "  - unknown field 'schedule.0.bta_1' (as list[Adam]) (got 0.5); did you mean 'beta_1'?" in lines
+
+
+def test_tml_base_defaults_to_the_package_directory_and_the_environment_wins(monkeypatch):
+    import tml
+    from tml.core.config.config_load import substitute_env_variables
+
+    monkeypatch.delenv("TML_BASE", raising=False)
+    package_dir = os.path.dirname(os.path.abspath(tml.__file__))
+    assert substitute_env_variables("${TML_BASE}/projects") == f"{package_dir}/projects"
+    monkeypatch.setenv("TML_BASE", "/elsewhere")
+    assert substitute_env_variables("$TML_BASE/x") == "/elsewhere/x"

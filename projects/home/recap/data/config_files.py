@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Dict
 
 import pydantic
@@ -46,8 +45,4 @@ def add_section_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentP
 
 
 def load_section(args: argparse.Namespace) -> RecapDataConfig:
-    """For command-line tools: `${TML_BASE}` defaults to this checkout, as in the recap entry point."""
-    import tml
-
-    os.environ.setdefault("TML_BASE", os.path.dirname(os.path.abspath(tml.__file__)))
     return select_section(load_data_sections(args.config_path, args.overrides), args.section)

@@ -55,7 +55,6 @@ def variants(mlp_layer_sizes: Sequence[int]) -> dict[str, list[str]]:
 
 
 def load_variant(config_path: str, data_dir: str, save_dir: str, overrides: Sequence[str]) -> RecapConfig:
-    os.environ.setdefault("TML_BASE", REPO_ROOT)
     paths = [
         f"train_data.inputs={data_dir}/train/*.parquet",
         f"validation_data.{VALIDATION_SET}.inputs={data_dir}/validation/*.parquet",
