@@ -5,6 +5,9 @@ torchrec's extension points instead: the forward is wrapped through `custom_mode
 accumulation is torchrec's `GradientAccumulationWrapper`.
 
 Model contract (torchrec's): `model(batch) -> (loss, outputs)`, the batch a torchrec `Pipelineable`.
+
+Accumulation covers the dense parameters only: tables with a fused (in-backward) optimizer are
+updated by torchrec inside every backward, so they step once per micro-batch.
 """
 from __future__ import annotations
 
