@@ -81,7 +81,8 @@ def sample_in_batch_partners(rels: np.ndarray, count: int, rng: np.random.Genera
     group_size = np.searchsorted(sorted_rels, sorted_rels, side="right") - group_start
     position = np.arange(size) - group_start
     # An offset in [1, group_size) from the edge's own position never lands on the edge itself.
-    step = 1 + rng.integers(0, np.maximum(group_size - 1, 1)[:, None], size=(size, count))
+    # (Scaling uniform floats is several times faster than `integers` with per-row bounds.)
+    step = 1 + (rng.random((size, count)) * np.maximum(group_size - 1, 1)[:, None]).astype(np.int64)
     partner = order[group_start[:, None] + (position[:, None] + step) % group_size[:, None]]
     partner[group_size == 1] = -1
     result = np.empty_like(partner)

@@ -1,0 +1,210 @@
+"""Edges/s of tml's TwHIN training step against a plain-PyTorch step of the same model.
+
+Ours: `TwhinModelAndLoss` under DistributedModelParallel (world size 1) with a fused optimizer per
+table, driven exactly as the training loop drives it (`TrainStepRunner`: torchrec's
+TrainPipelineSparseDist, then the LR scheduler), fed by `EdgesDataset` (shuffling, batching and
+negative sampling included). Plain: `nn.Embedding(sparse=True)` tables, a relation-vector
+parameter, `torch.optim.SGD` (or `Adagrad`) on sparse gradients, and the same negatives sampled in
+torch inside the step; written the fast way for CPU (index_select gathers, product-and-sum scores).
+Both read the same in-memory edges of the original's graph shape (424k users, 72k tweets, four
+user -> tweet relations), and use the same dim, batch, negatives, translation operator, loss
+weighting and learning rates. One thread; they run interleaved, several repeats; the ratio of
+medians is the headline.
+
+    .venv/bin/python bench/twhin_train.py [--batch 500] [--in_batch_negatives 10] [--global_negatives 0]
+        [--optimizer sgd|adagrad] [--dim 64] [--steps 200] [--repeats 7]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from tml.common.allocator import keep_freed_memory  # noqa: E402
+from tml.common.device import setup_and_get_device  # noqa: E402
+from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings  # noqa: E402
+from tml.core.train_pipeline import TrainStepRunner  # noqa: E402
+from tml.ml_logging.torch_logging import logging  # noqa: E402
+from tml.projects.twhin.data.edges import EdgesDataset  # noqa: E402
+from tml.projects.twhin.data.schema import GraphSchema  # noqa: E402
+from tml.projects.twhin.models.config import TwhinModelConfig  # noqa: E402
+from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers  # noqa: E402
+from tml.projects.twhin.optimizer import build_optimizer  # noqa: E402
+from tml.projects.twhin.scripts.package_data import write_edges  # noqa: E402
+
+# The original's config/local.yaml graph: users and tweets, four user -> tweet relations.
+USERS, TWEETS, RELATIONS = 424_241, 72_543, ("fav", "reply", "retweet", "magic_recs")
+TABLE_LR, RELATION_LR, ADAGRAD_EPS = 0.01, 0.05, 1e-8
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}  # both take sparse gradients
+
+
+def model_config(dim: int, optimizer: str = "sgd") -> TwhinModelConfig:
+    settings = {"lr": TABLE_LR, **({"eps": ADAGRAD_EPS} if optimizer == "adagrad" else {})}
+    return TwhinModelConfig.model_validate({
+        "embeddings": {"tables": [
+            {"name": name, "num_embeddings": rows, "embedding_dim": dim, "data_type": "fp32",
+             "optimizer": {optimizer: settings}}
+            for name, rows in (("user", USERS), ("tweet", TWEETS))
+        ]},
+        "relations": [{"name": name, "lhs": "user", "rhs": "tweet"} for name in RELATIONS],
+        "translation_optimizer": {"sgd": {"lr": RELATION_LR}},
+    })
+
+
+# ------------------------------------------------------------------------ the plain-PyTorch step
+
+
+class PlainTwhin(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.user = nn.Embedding(USERS, dim, sparse=True)
+        self.tweet = nn.Embedding(TWEETS, dim, sparse=True)
+        self.relations = nn.Parameter(torch.rand(len(RELATIONS), dim))
+
+
+def same_relation_partners(rel: torch.Tensor, count: int) -> torch.Tensor:
+    """[B, count] other edges of each edge's relation (uniform; the edge itself if it is alone)."""
+    sorted_rel, order = torch.sort(rel, stable=True)
+    start = torch.searchsorted(sorted_rel, sorted_rel)
+    size = torch.searchsorted(sorted_rel, sorted_rel, right=True) - start
+    offset = 1 + (torch.rand(len(rel), count) * (size - 1).clamp(min=1).unsqueeze(1)).long()
+    position = torch.arange(len(rel)) - start
+    partner = torch.empty((len(rel), count), dtype=torch.long)
+    partner[order] = order[start.unsqueeze(1) + (position.unsqueeze(1) + offset) % size.unsqueeze(1)]
+    return partner
+
+
+def plain_step(model: PlainTwhin, optimizers: list[torch.optim.Optimizer], lhs, rel, rhs, in_batch: int, sampled: int):
+    size = rel.shape[0]
+    lhs_rows, rhs_rows, relation = model.user(lhs), model.tweet(rhs), model.relations.index_select(0, rel)
+    head_query = rhs_rows + relation  # score(l, r, x) = l . (x + r): scores lhs candidates
+    tail_bias = (lhs_rows * relation).sum(-1)  # ... = x . l + l . r: scores rhs candidates
+
+    def score_lhs(candidates):  # [B, k, D] -> [B * k]
+        return (candidates * head_query[:, None]).sum(-1).flatten()
+
+    def score_rhs(candidates):
+        return ((candidates * lhs_rows[:, None]).sum(-1) + tail_bias[:, None]).flatten()
+
+    def partners(rows):  # index_select: CPU's fast gather (advanced indexing is several times slower)
+        return rows.index_select(0, same_relation_partners(rel, in_batch).flatten()).view(size, in_batch, -1)
+
+    logits = [(lhs_rows * head_query).sum(-1), score_lhs(partners(lhs_rows)), score_rhs(partners(rhs_rows))]
+    if sampled:
+        logits += [score_lhs(model.user(torch.randint(0, USERS, (size, sampled)))),
+                   score_rhs(model.tweet(torch.randint(0, TWEETS, (size, sampled))))]
+    negatives = 2 * size * (in_batch + sampled)  # together they weigh as much as the positives
+    labels = torch.cat([torch.ones(size), torch.zeros(negatives)])
+    weights = torch.cat([torch.ones(size), torch.full((negatives,), size / negatives)])
+    loss = F.binary_cross_entropy_with_logits(torch.cat(logits), labels, weights)
+    for optimizer in optimizers:
+        optimizer.zero_grad()
+    loss.backward()
+    for optimizer in optimizers:
+        optimizer.step()
+    return loss
+
+
+# ------------------------------------------------------------------------------------- timing
+
+
+def time_ours(runner: TrainStepRunner, scheduler, batches, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        runner.step(batches)
+        scheduler.step()
+    return time.perf_counter() - start
+
+
+class PlainTrainer:
+    """Walks through the edges in order, a batch per step (the edges are already in random order)."""
+
+    def __init__(self, dim: int, edges: dict[str, np.ndarray], batch: int, in_batch: int, sampled: int,
+                 optimizer: str = "sgd") -> None:
+        self.model = PlainTwhin(dim)
+        tables = [self.model.user.weight, self.model.tweet.weight]
+        extra = {"eps": ADAGRAD_EPS} if optimizer == "adagrad" else {}
+        self.optimizers = [OPTIMIZERS[optimizer](tables, lr=TABLE_LR, **extra),
+                           torch.optim.SGD([self.model.relations], lr=RELATION_LR)]
+        self.edges = {name: torch.from_numpy(values) for name, values in edges.items()}
+        self.batch, self.in_batch, self.sampled = batch, in_batch, sampled
+        self.position = 0
+
+    def time(self, steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            if self.position + self.batch > len(self.edges["rel"]):
+                self.position = 0
+            window = slice(self.position, self.position + self.batch)
+            lhs, rel, rhs = (self.edges[name][window] for name in ("lhs", "rel", "rhs"))
+            plain_step(self.model, self.optimizers, lhs, rel, rhs, self.in_batch, self.sampled)
+            self.position += self.batch
+        return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--in_batch_negatives", type=int, default=10)
+    parser.add_argument("--global_negatives", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--edges", type=int, default=200_000)
+    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
+                        help="Of the tables (the original's config uses sgd; ours use adagrad).")
+    args = parser.parse_args()
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    keep_freed_memory()  # as run.py does; process-wide, so the plain step gets it too
+    quiet_torchrec_warnings()
+    logging.setLevel("WARNING")
+    device = setup_and_get_device()
+    config = model_config(args.dim, args.optimizer)
+
+    rng = np.random.default_rng(0)
+    columns = {"lhs": rng.integers(0, USERS, args.edges), "rel": rng.integers(0, len(RELATIONS), args.edges),
+               "rhs": rng.integers(0, TWEETS, args.edges)}
+    with tempfile.TemporaryDirectory() as data_dir:
+        write_edges(os.path.join(data_dir, "edges.parquet"), columns["lhs"], columns["rel"], columns["rhs"])
+        dataset = EdgesDataset(os.path.join(data_dir, "*.parquet"), GraphSchema.from_model_config(config),
+                               args.batch, args.in_batch_negatives, args.global_negatives)
+        dataset.edges()  # read once, as training does; the timed loop starts from memory
+    batches = dataset.dataloader(num_epochs=None)
+
+    torch.manual_seed(0)
+    module = TwhinModel(config)
+    apply_optimizers(module, config)
+    ours = maybe_shard_model(TwhinModelAndLoss(module), device)
+    optimizer, scheduler = build_optimizer(ours, config)
+    runner = TrainStepRunner(ours, optimizer, device)
+
+    plain = PlainTrainer(args.dim, columns, args.batch, args.in_batch_negatives, args.global_negatives, args.optimizer)
+
+    time_ours(runner, scheduler, batches, 20)  # warm-up: tracing, allocator
+    plain.time(20)
+    ours_rates, plain_rates = [], []
+    for _ in range(args.repeats):
+        ours_rates.append(args.steps * args.batch / time_ours(runner, scheduler, batches, args.steps))
+        plain_rates.append(args.steps * args.batch / plain.time(args.steps))
+    ratio = statistics.median(ours_rates) / statistics.median(plain_rates)
+    print(f"threads={torch.get_num_threads()} dim={args.dim} batch={args.batch} in_batch_negatives="
+          f"{args.in_batch_negatives} global_negatives={args.global_negatives} optimizer={args.optimizer} "
+          f"steps={args.steps} repeats={args.repeats}")
+    print(f"ours  edges/s: median {statistics.median(ours_rates):.0f} min {min(ours_rates):.0f} max {max(ours_rates):.0f}")
+    print(f"plain edges/s: median {statistics.median(plain_rates):.0f} min {min(plain_rates):.0f} max {max(plain_rates):.0f}")
+    print(f"RESULT twhin_train_vs_plain_ratio={ratio:.3f}")
+    print(f"RESULT twhin_train_edges_per_s={statistics.median(ours_rates):.0f}")
+    print(f"RESULT plain_twhin_train_edges_per_s={statistics.median(plain_rates):.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The TwHIN entry point end to end: config/local.yaml on a small random graph, as `python -m` and
+under torchrun with 2 processes; checkpoints, TensorBoard metrics, and the metrics a multi-rank
+run logs equal those of its checkpoint evaluated again in one process."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tml.common.checkpointing import get_checkpoints, load_model_weights, step_from_checkpoint
+from tml.core.config import ConfigError
+from tml.projects.twhin.data.generate_random_graph import write_random_graph
+from tml.projects.twhin.metrics import LinkPredictionEvaluator
+from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
+from tml.projects.twhin.run import load_config, parse_args
+from twhin_helpers import CONFIG_DIR, REPO_ROOT
+
+LOCAL = str(CONFIG_DIR / "local.yaml")
+TABLES = {"user": 1000, "tweet": 500}  # as in local.yaml
+RELATIONS = [(name, "user", "tweet") for name in ("fav", "reply", "retweet", "magic_recs")]
+
+
+def overrides(graph: str, steps: int) -> list[str]:
+    settings = {
+        "train_data.data_root": f"{graph}/*.parquet",
+        "validation_data.data_root": f"{graph}/*.parquet",
+        "train_data.limit": 1800,
+        "validation_data.limit": 200,
+        "validation_data.offset": 1800,
+        "training.num_train_steps": steps,
+        "training.checkpoint_every_n": steps // 2,
+        "training.eval_log_every_n": steps // 2,
+        "training.train_log_every_n": steps // 2,
+    }
+    return [argument for key, value in settings.items() for argument in ("--set", f"{key}={value}")]
+
+
+def run_entry_point(launcher: list[str], arguments: list[str], timeout_s: float) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(launcher + ["-m", "tml.projects.twhin.run", *arguments], cwd=REPO_ROOT, env=environment,
+                            capture_output=True, text=True, timeout=timeout_s)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def scalars(save_dir: str, run: str) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(save_dir, "tensorboard", run)).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory) -> str:
+    out_dir = str(tmp_path_factory.mktemp("graph"))
+    write_random_graph(out_dir, TABLES, RELATIONS, 2000, num_files=2, seed=3)
+    return out_dir
+
+
+def test_single_process_run_writes_checkpoints_and_metrics(graph, tmp_path):
+    save_dir = str(tmp_path / "model")
+    result = run_entry_point([sys.executable], ["--config_yaml_path", LOCAL, "--save_dir", save_dir,
+                                                *overrides(graph, 20)], timeout_s=120)
+    assert [step_from_checkpoint(c) for c in get_checkpoints(save_dir)] == [10, 20]
+    metrics = scalars(save_dir, "eval_validation")
+    for tag in ("AUC", "filtered/mrr", "filtered/mrr_tail", "filtered/mrr_head", "filtered/hits@1", "filtered/hits@10"):
+        assert [step for step, _ in metrics[tag]] == [10, 20], tag
+    assert 0 < metrics["filtered/mrr"][-1][1] <= 1 and 0.0 <= metrics["AUC"][-1][1] <= 1.0
+    assert [step for step, _ in scalars(save_dir, "train")["loss"]] == [10, 20]
+    assert "eval validation @ step 20: AUC=" in result.stdout and "filtered/hits@10=" in result.stdout
+
+
+def test_two_process_torchrun_logs_the_metrics_of_its_checkpoint(graph, tmp_path):
+    save_dir = str(tmp_path / "model")
+    arguments = ["--config_yaml_path", LOCAL, "--save_dir", save_dir, *overrides(graph, 10)]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    run_entry_point(launcher, arguments, timeout_s=150)
+    assert [step_from_checkpoint(c) for c in get_checkpoints(save_dir)] == [5, 10]
+    logged = {tag: values[-1] for tag, values in scalars(save_dir, "eval_validation").items()}
+
+    # The final checkpoint, evaluated again by one process without any process group.
+    config = load_config(parse_args(arguments))
+    model = TwhinModelAndLoss(TwhinModel(config.model, device="cpu"))
+    load_model_weights(model, os.path.join(save_dir, "10"))
+    again = LinkPredictionEvaluator(config).evaluate(model)
+    for name in ("mrr", "hits@1", "hits@10", "mrr_head", "mrr_tail"):
+        step, value = logged[f"filtered/{name}"]
+        assert step == 10 and value == pytest.approx(again[name], abs=1e-6), name
+
+
+def test_save_dir_comes_from_the_config_unless_the_flag_overrides_it():
+    assert load_config(parse_args(["--config_yaml_path", LOCAL])).training.save_dir == "/tmp/twhin/random_graph/model"
+    flagged = load_config(parse_args(["--config_path", LOCAL, "--save_dir", "/elsewhere"]))
+    assert flagged.training.save_dir == "/elsewhere"
+    with pytest.raises(ConfigError, match="num_train_steps"):
+        load_config(parse_args(["--config_yaml_path", LOCAL, "--set", "training.num_train_steps=0"]))
+
+
+def test_the_config_file_is_required(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--save_dir", "/tmp/x"])
+    assert "--config_yaml_path is required" in capsys.readouterr().err
+
+
+def test_overwrite_deletes_the_save_dir_so_training_starts_over(tmp_path):
+    from tml.projects.twhin.run import _clear_save_dir
+
+    save_dir = tmp_path / "model"
+    (save_dir / "10").mkdir(parents=True)
+    (save_dir / "10" / "state.distcp").write_bytes(b"x")
+    _clear_save_dir(str(save_dir))
+    assert not save_dir.exists()
+    _clear_save_dir(str(save_dir))  # nothing to delete is fine
