@@ -4,7 +4,7 @@ Both run the same DistributedModelParallel model (two fused-Adagrad tables + an 
 dense part) over the same in-memory batches, interleaved, several repeats; the ratio of medians is
 the headline. `train` includes its pipeline, LR schedule, logging and its final checkpoint.
 
-    .venv/bin/python bench/train_loop.py [--steps 200] [--repeats 5] [--batch 512]
+    .venv/bin/python bench/train_loop.py [--steps 500] [--repeats 5] [--batch 512]
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import torchrec  # noqa: E402
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: E402
 
 from tml.common.batch import DataclassBatch  # noqa: E402
+from tml.common.allocator import keep_freed_memory  # noqa: E402
 from tml.common.device import setup_and_get_device  # noqa: E402
 from tml.common.sharding import get_dense_and_fused_optimizer, maybe_shard_model, quiet_torchrec_warnings  # noqa: E402
 from tml.core.custom_training_loop import train  # noqa: E402
@@ -106,12 +107,13 @@ def run_tml(batches, device) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=512)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     quiet_torchrec_warnings()
+    keep_freed_memory()  # as the entry points do; process-wide, so both loops get it
     logging.setLevel("WARNING")
     device = setup_and_get_device()
     batches = make_batches(args.steps + 2, args.batch)

@@ -1,7 +1,7 @@
 """Training and evaluation loops shared by every tml project.
 
 Model contract: `model(batch) -> (loss, outputs)` where `outputs` is a dict (metrics read it).
-Steps run through torchrec's `TrainPipelineSparseDist` (see core/train_pipeline.py). A *step* is one
+Steps run through torchrec's train pipelines (see core/train_pipeline.py). A *step* is one
 optimizer update; with `gradient_accumulation=k` it consumes k batches. Exactly `train_steps` steps
 run in total over any number of interruptions: checkpoints are named by completed steps, and a
 resumed run continues with the step after the checkpoint (and the batch after the ones consumed).

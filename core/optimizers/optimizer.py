@@ -177,11 +177,18 @@ class LRShim(LRScheduler):
         return [compute_lr(config, self.last_epoch) for config in self.lr_configs]
 
     def step(self, epoch: Optional[int] = None) -> None:
-        before = [group["lr"] for group in self.optimizer.param_groups]
-        super().step(epoch)
-        # Syncing fused kernels costs a pass over every table; constant stretches need none.
-        if any(group["lr"] != lr for group, lr in zip(self.optimizer.param_groups, before)):
+        """Advance one training step. Called every step, so it skips torch's generic bookkeeping."""
+        if epoch is not None:
+            raise ValueError("LRShim follows training steps; step() takes no epoch")
+        self.last_epoch += 1
+        self._step_count += 1
+        lrs = self.get_lr()
+        changed = [group["lr"] != lr for group, lr in zip(self.optimizer.param_groups, lrs)]
+        if any(changed):
+            _set_lrs(self.optimizer, lrs)
+            # Syncing fused kernels costs a pass over every table; constant stretches need none.
             apply_fused_lr_now(self.optimizer)
+        self._last_lr = lrs
 
     def state_dict(self) -> dict[str, Any]:
         # The schedules come from the config; only the position on them is state.
