@@ -191,6 +191,19 @@ def _mean_loss(outputs: list[Any]) -> torch.Tensor:
     return torch.stack(losses).mean().cpu()
 
 
+def training_config_arguments(training: Any) -> dict[str, Any]:
+    """The `train` arguments that a `TrainingConfig` (or a project's variant of it) decides."""
+    return dict(
+        save_dir=training.save_dir,
+        logging_interval=training.train_log_every_n,
+        train_steps=training.num_train_steps,
+        checkpoint_frequency=training.checkpoint_every_n,
+        initial_checkpoint_dir=training.initial_checkpoint_dir,
+        gradient_accumulation=training.gradient_accumulation,
+        checkpoint_max_to_keep=training.checkpoint_max_to_keep,
+    )
+
+
 def train(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,

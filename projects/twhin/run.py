@@ -16,9 +16,6 @@ rank reads its own part of the Parquet edges.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-import warnings
 from typing import Any, Optional, Sequence
 
 import torch
@@ -26,7 +23,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from tml.common import device as device_lib
-from tml.common.allocator import keep_freed_memory
+from tml.common.entry_point import run_entry_point
 from tml.common.filesystem import infer_fs
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
@@ -129,17 +126,11 @@ def run(config: TwhinConfig, overwrite_save_dir: bool = False) -> dict[str, dict
         model=model,
         optimizer=optimizer,
         device=device,
-        save_dir=training.save_dir,
-        logging_interval=training.train_log_every_n,
-        train_steps=training.num_train_steps,
-        checkpoint_frequency=training.checkpoint_every_n,
+        **ctl.training_config_arguments(training),
         dataset=train_dataset.dataloader(num_epochs=training.num_epochs),
         worker_batch_size=train_dataset.batch_size,
         enable_amp=config.runtime.enable_amp,
-        initial_checkpoint_dir=training.initial_checkpoint_dir,
-        gradient_accumulation=training.gradient_accumulation,
         scheduler=scheduler,
-        checkpoint_max_to_keep=training.checkpoint_max_to_keep,
         tables_to_log=config.model.embeddings.tables_to_log,
     )
     if config.validation_data is None:
@@ -162,16 +153,8 @@ def run(config: TwhinConfig, overwrite_save_dir: bool = False) -> dict[str, dict
     return result.eval_results
 
 
-def _quiet_warnings() -> None:
-    quiet_torchrec_warnings()
-    # Sharded tables on several ranks: torchrec's output dist still calls the renamed collectives.
-    for collective in ("reduce_scatter_tensor", "all_gather_into_tensor"):
-        warnings.filterwarnings("ignore", message=f".*{collective}` is deprecated.*", category=FutureWarning)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    keep_freed_memory()  # each step's large temporaries are reused instead of page-faulted in again
-    _quiet_warnings()
+    quiet_torchrec_warnings()
     args = parse_args(argv)
     config = load_config(args)
     try:
@@ -182,14 +165,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        exit_code = main()
-    except ConfigError as error:  # a bad config: the message names the file and the field
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    # A rare abort in a C++ destructor at interpreter exit, after the job has finished and torn
-    # down its process group, would turn a success into a failure (seen under torchrun). Everything
-    # is written and closed by now, so leave without running those destructors.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(exit_code)
+    run_entry_point(main)

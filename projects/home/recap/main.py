@@ -14,13 +14,12 @@ configs work from any working directory.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from typing import Any, Optional, Sequence
 
 import torch
 
 from tml.common import device as device_lib
+from tml.common.entry_point import run_entry_point
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
 from tml.core import debug_training_loop
@@ -155,17 +154,11 @@ def run(config: RecapConfig, debug_loop: bool = False) -> dict[str, dict[str, fl
             model=model,
             optimizer=optimizer,
             device=device,
-            save_dir=training.save_dir,
-            logging_interval=training.train_log_every_n,
-            train_steps=training.num_train_steps,
-            checkpoint_frequency=training.checkpoint_every_n,
+            **ctl.training_config_arguments(training),
             dataset=train_dataset.to_dataloader(),
             worker_batch_size=train_dataset.batch_size,
             enable_amp=enable_amp,
-            initial_checkpoint_dir=training.initial_checkpoint_dir,
-            gradient_accumulation=training.gradient_accumulation,
             scheduler=scheduler,
-            checkpoint_max_to_keep=training.checkpoint_max_to_keep,
             tables_to_log=large.tables_to_log if large is not None else None,
         )
         if validation_datasets:
@@ -201,14 +194,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        exit_code = main()
-    except ConfigError as error:  # a bad config or task mismatch: the message says it all
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    # A rare abort in a C++ destructor at interpreter exit, after the job has finished and torn
-    # down its process group, would turn a success into a failure (seen under torchrun). Everything
-    # is written and closed by now, so leave without running those destructors.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(exit_code)
+    run_entry_point(main)
