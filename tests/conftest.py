@@ -13,3 +13,19 @@ def process_group():
 
     with single_process_group():
         yield
+
+
+@pytest.fixture
+def warnings_seen():
+    """Messages the tml logger prints at WARNING (it does not propagate, so caplog cannot see them)."""
+    import logging as std_logging
+
+    from tml.ml_logging.torch_logging import logging as tml_logging
+
+    seen = []
+    handler = std_logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage()) if record.levelname == "WARNING" else None
+    tml_logging.logger.addHandler(handler)
+    tml_logging.reset_warning_repeats()
+    yield seen
+    tml_logging.logger.removeHandler(handler)

@@ -18,21 +18,10 @@ from tml.common.sharding import (
     quiet_torchrec_warnings,
 )
 from tml.common.testing_utils import run_on_ranks
-from tml.ml_logging.torch_logging import logging as tml_logging
 
 from rank_fns_sharding import MIXED_PLAN, train_under_mixed_plan
 from tiny_recsys import TinyRecsys
 
-
-@pytest.fixture
-def warnings_seen():
-    seen = []
-    handler = std_logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage()) if record.levelname == "WARNING" else None
-    tml_logging.logger.addHandler(handler)
-    tml_logging.reset_warning_repeats()
-    yield seen
-    tml_logging.logger.removeHandler(handler)
 
 
 def test_table_sharding_config_maps_to_planner_constraints():

@@ -1,5 +1,4 @@
 """CheckpointManager: naming, pruning, crash safety, discovery and evaluator markers (1 process)."""
-import logging as std_logging
 import os
 import uuid
 
@@ -19,19 +18,7 @@ from tml.common.checkpointing import (
     wait_for_evaluators,
 )
 from tml.common.checkpointing import manager as manager_module
-from tml.ml_logging.torch_logging import logging as tml_logging
 
-
-@pytest.fixture
-def warnings_seen():
-    """Messages the tml logger prints at WARNING."""
-    seen = []
-    handler = std_logging.Handler()
-    handler.emit = lambda record: seen.append(record.getMessage()) if record.levelname == "WARNING" else None
-    tml_logging.logger.addHandler(handler)
-    tml_logging.reset_warning_repeats()
-    yield seen
-    tml_logging.logger.removeHandler(handler)
 
 
 def _state(value: float = 1.0):
