@@ -10,7 +10,6 @@ from tml.projects.twhin.models.config import TwhinModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "projects" / "twhin" / "config"
-ORIGINAL_DIR = REPO_ROOT.parent / "shared" / "original"  # the steering repo's shared/ sits beside the clone
 
 TABLES = {"user": 40, "tweet": 24}
 RELATIONS = [("fav", "user", "tweet"), ("follow", "user", "user")]

@@ -4,14 +4,13 @@ import pytest
 from tml.core.config import ConfigError, load_config_from_yaml
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.models.config import Operator, TwhinModelConfig
-from twhin_helpers import CONFIG_DIR, ORIGINAL_DIR, model_config
-
-ORIGINAL_LOCAL = str(ORIGINAL_DIR / "twhin_local.yaml")
+from original_configs import original_file
+from twhin_helpers import CONFIG_DIR, model_config
 PROJECT_CONFIGS = ["local.yaml", "nations.yaml", "movielens.yaml"]
 
 
 def test_original_local_yaml_loads_unchanged():
-    config = load_config_from_yaml(TwhinConfig, ORIGINAL_LOCAL)
+    config = load_config_from_yaml(TwhinConfig, str(original_file("twhin_local.yaml")))
     assert config.training.save_dir == "/tmp/model"
     assert [t.name for t in config.model.embeddings.tables] == ["user", "tweet"]
     assert config.model.table_sizes == {"user": 424_241, "tweet": 72_543}
@@ -58,7 +57,7 @@ def test_complex_needs_even_dim():
 
 
 def test_unknown_field_in_data_config(tmp_path):
-    text = open(ORIGINAL_LOCAL).read().replace("  limit: 9990\n", "  limit: 9990\n  limt: 3\n")
+    text = open(str(original_file("twhin_local.yaml"))).read().replace("  limit: 9990\n", "  limit: 9990\n  limt: 3\n")
     path = tmp_path / "bad.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match="limt"):
