@@ -2,7 +2,7 @@
 
 Ours: `TwhinModelAndLoss` under DistributedModelParallel (world size 1) with a fused optimizer per
 table, driven exactly as the training loop drives it (`TrainStepRunner`: torchrec's
-TrainPipelineSparseDist, then the LR scheduler), fed by `EdgesDataset` (shuffling, batching and
+train pipeline for one CPU process, then the LR scheduler), fed by `EdgesDataset` (shuffling, batching and
 negative sampling included). Plain: `nn.Embedding(sparse=True)` tables, a relation-vector
 parameter, `torch.optim.SGD` (or `Adagrad`) on sparse gradients, and the same negatives sampled in
 torch inside the step; written the fast way for CPU (index_select gathers, product-and-sum scores).
