@@ -88,6 +88,11 @@ class BatchAssembler:
         }
         self._warned_nonfinite = False
 
+    @property
+    def gather_widths(self) -> dict[str, int]:
+        """2-d columns of which a batch only needs the first `width` columns."""
+        return dict(self._gather_widths)
+
     def __call__(self, batch_plan: BatchPlan) -> RecapBatch:
         return self.assemble(gather(batch_plan, self._gather_widths))
 

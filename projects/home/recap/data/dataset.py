@@ -108,6 +108,7 @@ class RecapDataset(torch.utils.data.IterableDataset):
             self.read_rows,
             self._config.examples_shuffle_buffer_size,
             pass_rng(self._config.seed, -1, self._rank),
+            widths=self._assembler.gather_widths,
         )
 
         def plans():

@@ -27,13 +27,20 @@ class _PoolEntry:
 
 
 class ShufflePool:
-    def __init__(self, batch_rows: int, buffer_rows: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        batch_rows: int,
+        buffer_rows: int,
+        rng: np.random.Generator,
+        widths: Optional[Mapping[str, int]] = None,
+    ) -> None:
         if batch_rows < 1:
             raise ValueError(f"batch_rows must be positive, got {batch_rows}")
         self._batch_rows = batch_rows
         self._shuffle = buffer_rows > 1
         self._buffer_rows = buffer_rows if self._shuffle else 0
         self._rng = rng
+        self._widths = dict(widths or {})  # columns a batch keeps; compaction copies no more than these
         self._entries: list[_PoolEntry] = []
         self._pending = 0
 
@@ -84,7 +91,7 @@ class ShufflePool:
                 # A few leftover rows would otherwise pin their whole chunk (often a row group of
                 # hundreds of MB); copying them out lets that memory go.
                 chunk = entry.chunk
-                entry = _PoolEntry(Chunk(chunk.source, len(mine), gather([(chunk, mine)])), np.arange(len(mine)))
+                entry = _PoolEntry(Chunk(chunk.source, len(mine), gather([(chunk, mine)], self._widths)), np.arange(len(mine)))
                 mine = entry.rows
             kept.append(_PoolEntry(entry.chunk, mine))
         self._entries = kept
