@@ -159,6 +159,12 @@ def average_buffers_across_ranks(model: torch.nn.Module) -> None:
         offset += count
 
 
+def _summary_logger_factory(save_dir: str) -> Callable[[str], SummaryLogger]:
+    """TensorBoard runs (`train`, `eval_<set>`) under the save_dir's log folder."""
+    log_dir = tensorboard_dir(save_dir)
+    return lambda run: SummaryLogger(log_dir, run)
+
+
 def _skip_batches(iterator: Iterator[Any], count: int) -> Iterator[Any]:
     """Advance past batches a resumed run already trained on (datasets may offer a faster skip)."""
     if count > 0:
@@ -238,7 +244,7 @@ def train(
     if scheduler is not None:
         state["scheduler"] = scheduler
     checkpoints = CheckpointManager(save_dir, max_to_keep=checkpoint_max_to_keep)
-    make_logger = logger_initializer or (lambda run: SummaryLogger(tensorboard_dir(save_dir), run))
+    make_logger = logger_initializer or _summary_logger_factory(save_dir)
     train_logger = make_logger("train")
 
     latest = checkpoints.latest()
@@ -260,14 +266,12 @@ def train(
     eval_results: dict[str, dict[str, float]] = {}
     last_loss: Optional[float] = None
     window_start, window_steps = time.perf_counter(), 0
-    step = start_step
     for step in range(start_step + 1, train_steps + 1):
         step_start = time.perf_counter()
         try:
             outputs = runner.step(batches)
         except StopIteration:
             logging.warning(f"the training data ended after {step - 1} steps (asked for {train_steps})")
-            step -= 1
             break
         if scheduler is not None:
             scheduler.step()
@@ -310,8 +314,6 @@ def train(
         if is_eval_step:
             runner.detach()
             eval_results = run_evaluations(model, evaluation, device, step, enable_amp, make_logger)
-    else:
-        step = train_steps
     if train_state.step > start_step and train_state.step % checkpoint_frequency != 0 and train_state.step != train_steps:
         average_buffers_across_ranks(model)
         checkpoints.save(train_state.step, state)  # the data ended early: keep what was trained
@@ -424,7 +426,7 @@ def only_evaluate(
     """
     from tml.common.checkpointing import is_done_eval, load_model_weights, step_from_checkpoint
 
-    make_logger = lambda run: SummaryLogger(tensorboard_dir(save_dir), run)  # noqa: E731
+    make_logger = _summary_logger_factory(save_dir)
     all_results: dict[int, dict[str, dict[str, float]]] = {}
     for checkpoint in checkpoints_iterator(save_dir, seconds_to_sleep=seconds_to_sleep, timeout=eval_timeout_in_s):
         step = step_from_checkpoint(checkpoint)
