@@ -19,12 +19,17 @@ def _move(value: Any, device: torch.device, non_blocking: bool) -> Any:
     return value.to(device=device, non_blocking=non_blocking) if value is not None else None
 
 
-def _device_type(value: Any) -> Optional[str]:
-    """The device type of a tensor (`.device`) or a torchrec jagged tensor (`.device()`)."""
+def _device(value: Any) -> Optional[torch.device]:
+    """The device of a tensor (`.device`) or a torchrec jagged tensor (`.device()`)."""
     device = getattr(value, "device", None)
     if callable(device):
         device = device()
-    return device.type if isinstance(device, torch.device) else None
+    return device if isinstance(device, torch.device) else None
+
+
+def _device_type(value: Any) -> Optional[str]:
+    device = _device(value)
+    return device.type if device is not None else None
 
 
 def _pinning_possible() -> bool:
@@ -60,7 +65,13 @@ class BatchBase(Pipelineable, abc.ABC):
         return type(self)(**values)
 
     def to(self, device: torch.device, non_blocking: bool = False) -> "BatchBase":
-        return self._replace({k: _move(v, device, non_blocking) for k, v in self.as_dict().items()})
+        """The batch on `device`; itself when it is there already (as `Tensor.to` does), which
+        spares a CPU training step rebuilding every jagged tensor."""
+        target = torch.device(device)
+        values = self.as_dict()
+        if all(v is None or _device(v) == target for v in values.values()):
+            return self
+        return self._replace({k: _move(v, device, non_blocking) for k, v in values.items()})
 
     def record_stream(self, stream: torch.Stream) -> None:
         """Tell the caching allocator that `stream` uses this batch's device memory.

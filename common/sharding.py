@@ -20,7 +20,11 @@ from pydantic import Field
 from torch import nn
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
-from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.model_parallel import (
+    DataParallelWrapper,
+    DefaultDataParallelWrapper,
+    DistributedModelParallel,
+)
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
 from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, TrainerConfig
@@ -197,7 +201,23 @@ def maybe_shard_model(
         plan=plan,
         sharders=sharders,
         env=ShardingEnv.from_process_group(group),
+        data_parallel_wrapper=data_parallel_wrapper(world_size),
     )
+
+
+class SingleProcessWrapper(DataParallelWrapper):
+    """Dense parameters of a one-rank job: nothing to synchronise, so no DistributedDataParallel.
+
+    DDP at world size 1 still runs its forward hooks and an allreduce per step (about 0.25 ms on a
+    CPU, a tenth of a TwHIN step). State-dict keys are the same either way: DMP strips DDP's prefix.
+    """
+
+    def wrap(self, dmp: DistributedModelParallel, env: ShardingEnv, device: torch.device) -> None:
+        dmp._dmp_wrapped_module = dmp._dmp_wrapped_module.to(device)
+
+
+def data_parallel_wrapper(world_size: int) -> DataParallelWrapper:
+    return SingleProcessWrapper() if world_size == 1 else DefaultDataParallelWrapper()
 
 
 DenseOptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]

@@ -108,8 +108,10 @@ class TrainStepRunner:
 
     def step(self, batches: Iterator[Any]) -> list[Any]:
         """One optimizer step; returns the outputs of its micro-batches. StopIteration when data ends."""
-        self.model.train()
-        if self._wrapper is not None:
+        # Module.train() walks every submodule: only pay for it after an evaluation switched modes.
+        if not self.model.training:
+            self.model.train()
+        if self._wrapper is not None and not self._wrapper.training:
             self._wrapper.train()
         outputs = []
         for _ in range(self.accumulation_steps):

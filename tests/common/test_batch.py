@@ -67,6 +67,7 @@ def test_to_same_device_keeps_values():
     assert torch.equal(copy.dense, batch.dense) and torch.equal(copy.labels, batch.labels)
     assert torch.equal(copy.ids.values(), torch.tensor([1, 2, 3, 4]))
     assert copy.ids.length_per_key() == [3, 1]
+    assert copy is batch  # nothing to move: no jagged tensor is rebuilt (as Tensor.to returns self)
 
 
 def test_record_stream_skips_host_tensors():

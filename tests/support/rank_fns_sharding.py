@@ -37,4 +37,6 @@ def train_under_mixed_plan(rank: int, world_size: int) -> dict[str, Any]:
             weight_before, sharded.state_dict()["embeddings.ebc.embedding_bags.t3.weight"]
         ),
         "optimizer_prefixes": sorted({key.split(".")[0] for key in optimizer.state_dict()["state"]}),
+        "dense_wrapped_in_ddp": isinstance(sharded._dmp_wrapped_module, nn.parallel.DistributedDataParallel),
+        "mlp_weights": [param.detach().clone() for param in sharded.module.mlp.parameters()],
     }
