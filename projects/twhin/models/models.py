@@ -14,7 +14,7 @@ from torch import nn
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from tml.common.modules.embedding.embedding import LargeEmbeddings
-from tml.core.optimizers import get_embedding_optimizer
+from tml.core.optimizers import get_embedding_optimizer, get_learning_rate
 from tml.projects.twhin.data.edges import EdgeBatch
 from tml.projects.twhin.models.config import Operator, TwhinModelConfig
 from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
@@ -31,8 +31,9 @@ def table_of_parameter(name: str) -> Optional[str]:
 
 
 # torchrec fuses tables with equal optimizer settings into one kernel, which then has ONE learning
-# rate; this fused param makes it keep one kernel (one param group) per table, so each table can
-# follow its own LR schedule.
+# rate. Tables that share settings and schedule keep sharing a kernel (one per step is cheaper
+# than two); where settings are equal but schedules differ, this fused param gives each table its
+# own kernel (its own param group), so each follows its schedule.
 _ONE_KERNEL_PER_TABLE = "use_one_tbe_per_table"
 
 
@@ -154,14 +155,25 @@ class TwhinModel(nn.Module):
 
 
 def apply_optimizers(model: TwhinModel, model_config: TwhinModelConfig) -> None:
-    """Attach each table's optimizer in backward (fused into its own kernel once sharded)."""
-    for table in model_config.embeddings.tables:
-        optimizer_class, kwargs = get_embedding_optimizer(table.optimizer)
+    """Attach each table's optimizer in backward (fused into the embedding kernels once sharded)."""
+    tables = model_config.embeddings.tables
+    optimizers = {table.name: get_embedding_optimizer(table.optimizer) for table in tables}
+
+    def settings(name: str) -> str:  # what torchrec groups kernels by
+        optimizer_class, kwargs = optimizers[name]
+        return f"{optimizer_class.__name__}{sorted(kwargs.items())}"
+
+    schedules: dict[str, set[str]] = {}
+    for table in tables:
+        schedules.setdefault(settings(table.name), set()).add(get_learning_rate(table.optimizer).model_dump_json())
+    for table in tables:
+        optimizer_class, kwargs = optimizers[table.name]
         params = list(model.large_embeddings.ebc.embedding_bags[table.name].parameters())
         apply_optimizer_in_backward(optimizer_class, params, kwargs)
-        for param in params:
-            for fused_kwargs in param._optimizer_kwargs:
-                fused_kwargs[_ONE_KERNEL_PER_TABLE] = True
+        if len(schedules[settings(table.name)]) > 1:
+            for param in params:
+                for fused_kwargs in param._optimizer_kwargs:
+                    fused_kwargs[_ONE_KERNEL_PER_TABLE] = True
 
 
 LossFn = Callable[..., torch.Tensor]

@@ -31,10 +31,17 @@ def changes(before, after):
     return {name: (after[name] - before[name]).abs().sum().item() for name in before}
 
 
-def test_one_fused_group_per_table_and_the_translation_group(process_group):
-    config = model_config()  # both tables: identical sgd settings, which torchrec would fuse into one kernel
+def test_tables_with_equal_settings_and_schedule_share_one_kernel(process_group):
+    config = model_config()  # both tables: identical sgd settings and schedule
     model, optimizer, scheduler = sharded_model(config)
     assert [key for key, _ in optimizer.optimizers] == ["fused_opt", "operator_opt"]
+    assert len(optimizer.optimizers[0][1].param_groups) == 1
+    assert len(optimizer.param_groups) == 2
+
+
+def test_equal_settings_with_different_schedules_get_a_kernel_each(process_group):
+    config = model_config(table_schedules={"tweet": DROP_TO_ZERO_AT_STEP_1})
+    model, optimizer, scheduler = sharded_model(config)
     assert len(optimizer.optimizers[0][1].param_groups) == 2
     assert len(optimizer.param_groups) == 3
 
