@@ -3,7 +3,8 @@
 Ours: `TwhinModelAndLoss` under DistributedModelParallel (world size 1) with a fused optimizer per
 table, driven exactly as the training loop drives it (`TrainStepRunner`: torchrec's
 train pipeline for one CPU process, then the LR scheduler), fed by `EdgesDataset` (shuffling, batching and
-negative sampling included). Plain: `nn.Embedding(sparse=True)` tables, a relation-vector
+negative sampling included; `--prefetch N` prepares batches ahead in a thread, as the data config's
+`prefetch` does). Plain: `nn.Embedding(sparse=True)` tables, a relation-vector
 parameter, `torch.optim.SGD` (or `Adagrad`) on sparse gradients, and the same negatives sampled in
 torch inside the step; written the fast way for CPU (index_select gathers, product-and-sum scores).
 Both read the same in-memory edges of the original's graph shape (424k users, 72k tweets, four
@@ -12,7 +13,7 @@ weighting and learning rates. One thread; they run interleaved, several repeats;
 medians is the headline.
 
     .venv/bin/python bench/twhin_train.py [--batch 500] [--in_batch_negatives 10] [--global_negatives 0]
-        [--optimizer sgd|adagrad] [--dim 64] [--steps 200] [--repeats 7]
+        [--optimizer sgd|adagrad] [--dim 64] [--prefetch 0] [--steps 200] [--repeats 7]
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from tml.common.device import setup_and_get_device  # noqa: E402
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings  # noqa: E402
 from tml.core.train_pipeline import TrainStepRunner  # noqa: E402
 from tml.ml_logging.torch_logging import logging  # noqa: E402
+from tml.projects.twhin.data.config import TwhinDataConfig  # noqa: E402
 from tml.projects.twhin.data.edges import EdgesDataset  # noqa: E402
 from tml.projects.twhin.data.schema import GraphSchema  # noqa: E402
 from tml.projects.twhin.models.config import TwhinModelConfig  # noqa: E402
@@ -157,6 +159,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--in_batch_negatives", type=int, default=10)
     parser.add_argument("--global_negatives", type=int, default=0)
+    parser.add_argument("--prefetch", type=int, default=TwhinDataConfig.model_fields["prefetch"].default,
+                        help="Batches EdgesDataset prepares ahead in a thread (the config's default; 0 = inline).")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--edges", type=int, default=200_000)
@@ -176,7 +180,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as data_dir:
         write_edges(os.path.join(data_dir, "edges.parquet"), columns["lhs"], columns["rel"], columns["rhs"])
         dataset = EdgesDataset(os.path.join(data_dir, "*.parquet"), GraphSchema.from_model_config(config),
-                               args.batch, args.in_batch_negatives, args.global_negatives)
+                               args.batch, args.in_batch_negatives, args.global_negatives, prefetch=args.prefetch)
         dataset.edges()  # read once, as training does; the timed loop starts from memory
     batches = dataset.dataloader(num_epochs=None)
 
@@ -198,6 +202,7 @@ def main() -> None:
     ratio = statistics.median(ours_rates) / statistics.median(plain_rates)
     print(f"threads={torch.get_num_threads()} dim={args.dim} batch={args.batch} in_batch_negatives="
           f"{args.in_batch_negatives} global_negatives={args.global_negatives} optimizer={args.optimizer} "
+          f"prefetch={args.prefetch} "
           f"steps={args.steps} repeats={args.repeats}")
     print(f"ours  edges/s: median {statistics.median(ours_rates):.0f} min {min(ours_rates):.0f} max {max(ours_rates):.0f}")
     print(f"plain edges/s: median {statistics.median(plain_rates):.0f} min {min(plain_rates):.0f} max {max(plain_rates):.0f}")

@@ -34,6 +34,7 @@ def create_dataset(
         limit=data_config.limit,
         offset=data_config.offset,
         shuffle=data_config.shuffle,
+        prefetch=data_config.prefetch,
         seed=data_config.seed,
         rank=get_rank() if rank is None else rank,
         world_size=get_world_size() if world_size is None else world_size,

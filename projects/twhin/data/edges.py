@@ -23,6 +23,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from tml.common.batch import DataclassBatch
+from tml.common.prefetch import BackgroundIterator
 from tml.projects.twhin.data.reader import (
     ColumnNames,
     EdgeArrays,
@@ -124,11 +125,10 @@ def edges_to_batch(
         for side_table in (lhs_table, rhs_table):
             tables.append(np.repeat(side_table, global_negatives))
             ids.append(rng.integers(0, sizes[side_table][:, None], size=(size, global_negatives)).reshape(-1))
-    partners = []
-    for _ in range(2):
-        sampled = np.full((size, in_batch_negatives), -1, dtype=np.int64)
-        sampled[:real] = sample_in_batch_partners(edges.rel[:real], in_batch_negatives, rng)
-        partners.append(torch.from_numpy(sampled))
+    # Both sides' partners in one draw: the relation grouping is computed once.
+    sampled = np.full((size, 2 * in_batch_negatives), -1, dtype=np.int64)
+    sampled[:real] = sample_in_batch_partners(edges.rel[:real], 2 * in_batch_negatives, rng)
+    partners = [torch.from_numpy(np.ascontiguousarray(half)) for half in np.split(sampled, 2, axis=1)]
     return EdgeBatch(
         nodes=_nodes_kjt(np.concatenate(tables), np.concatenate(ids).astype(np.int64), schema.table_names),
         labels=torch.ones(size, dtype=torch.float32),
@@ -168,6 +168,7 @@ class EdgesDataset:
         limit: Optional[int] = None,
         offset: Optional[int] = None,
         shuffle: bool = True,
+        prefetch: int = 0,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -179,6 +180,7 @@ class EdgesDataset:
         self.in_batch_negatives = in_batch_negatives
         self.global_negatives = global_negatives
         self.shuffle = shuffle
+        self.prefetch = prefetch
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -224,9 +226,16 @@ class EdgesDataset:
     def __len__(self) -> int:
         return self.num_batches
 
-    def dataloader(self, num_epochs: Optional[int] = 1) -> Iterator[EdgeBatch]:
-        """Batches of `num_epochs` epochs in a row (None: forever), each shuffled anew."""
+    def _epochs(self, num_epochs: Optional[int]) -> Iterator[EdgeBatch]:
         epoch = 0
         while num_epochs is None or epoch < num_epochs:
             yield from self.batches(epoch)
             epoch += 1
+
+    def dataloader(self, num_epochs: Optional[int] = 1) -> Iterator[EdgeBatch]:
+        """Batches of `num_epochs` epochs in a row (None: forever), each shuffled anew; `prefetch`
+        of them are prepared ahead in a background thread (the same stream as without)."""
+        if self.prefetch > 0:
+            self.edges()  # read (and check) in this thread: a bad file fails here, not mid-training
+            return BackgroundIterator(self._epochs(num_epochs), depth=self.prefetch, name="tml-twhin-edges")
+        return self._epochs(num_epochs)

@@ -9,6 +9,7 @@ from tml.projects.twhin.data.edges import EdgesDataset, edges_to_batch, sample_i
 from tml.projects.twhin.data.generate_random_graph import main as generate_main
 from tml.projects.twhin.data.reader import EdgeArrays, read_edges
 from tml.projects.twhin.data.schema import GraphSchema
+from tml.projects.twhin.scripts.package_data import write_edges
 from twhin_helpers import CONFIG_DIR, model_config
 
 SCHEMA = GraphSchema.build({"user": 40, "tweet": 24}, [("fav", "user", "tweet"), ("follow", "user", "user")])
@@ -213,3 +214,21 @@ def test_generator_plants_one_rhs_cluster_per_lhs_and_relation():
     neighbours = {(node, r): set(rhs[(lhs == node) & (rel == r)]) for node in range(30) for r in (0, 1)}
     overlap = [len(neighbours[(n, 0)] & neighbours[(m, 0)]) for n in range(30) for m in range(n)]
     assert min(overlap) == 0 and max(overlap) > 20  # same-cluster pairs share many, others none
+
+
+def test_prefetching_dataloader_yields_the_same_batches(three_files):
+    def stream(prefetch):
+        dataset = EdgesDataset(three_files, SCHEMA, 7, in_batch_negatives=2, prefetch=prefetch)
+        loader = dataset.dataloader(num_epochs=2)
+        return [(b.rels.tolist(), b.nodes.values().tolist(), b.lhs_negatives.tolist(), b.rhs_negatives.tolist())
+                for b in loader]
+
+    inline = stream(0)
+    assert len(inline) == 2 * 5  # 30 edges: 5 batches of 7 per epoch (the last one padded)
+    assert stream(2) == inline
+
+
+def test_a_bad_file_fails_when_the_prefetching_loader_is_made(tmp_path):
+    write_edges(str(tmp_path / "bad.parquet"), [0], [0], [10_000])
+    with pytest.raises(ValueError, match="bad.parquet"):
+        EdgesDataset(str(tmp_path / "*.parquet"), SCHEMA, 1, prefetch=2).dataloader()

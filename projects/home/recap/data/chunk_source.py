@@ -13,7 +13,7 @@ import pyarrow as pa
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.data.arrow_columns import ColumnError
 from tml.projects.home.recap.data.parquet_reader import Chunk, ParquetChunkReader, ReadUnit, num_row_groups
-from tml.projects.home.recap.data.prefetch import BackgroundIterator
+from tml.common.prefetch import BackgroundIterator
 from tml.projects.home.recap.data.sharding import pass_rng, pass_units
 
 # What a damaged or foreign file raises while being read; these are skipped under ignore_data_errors.

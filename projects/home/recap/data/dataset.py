@@ -20,7 +20,7 @@ from tml.projects.home.recap.data.config import RecapDataConfig
 from tml.projects.home.recap.data.file_listing import list_input_files
 from tml.projects.home.recap.data.job_modes import INFERENCE, TRAIN, mode_name
 from tml.projects.home.recap.data.parquet_reader import ParquetChunkReader
-from tml.projects.home.recap.data.prefetch import BackgroundIterator, ordered_map
+from tml.common.prefetch import BackgroundIterator, ordered_map
 from tml.projects.home.recap.data.segdense import plan_features
 from tml.projects.home.recap.data.sharding import pass_rng
 from tml.projects.home.recap.data.shuffle import ShufflePool

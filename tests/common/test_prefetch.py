@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tml.projects.home.recap.data.prefetch import BackgroundIterator, ordered_map
+from tml.common.prefetch import BackgroundIterator, ordered_map
 
 
 def test_background_iterator_yields_everything_then_stops():
