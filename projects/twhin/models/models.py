@@ -17,7 +17,11 @@ from tml.common.modules.embedding.embedding import LargeEmbeddings
 from tml.core.optimizers import get_embedding_optimizer, get_learning_rate
 from tml.projects.twhin.data.edges import EdgeBatch
 from tml.projects.twhin.models.config import Operator, TwhinModelConfig
+from tml.projects.twhin.models.gathered_dots import gathered_dots
 from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
+
+# torchrec's pipelines trace the forward with torch.fx: the custom autograd function stays one call.
+torch.fx.wrap("gathered_dots")
 
 # The relation vectors' parameter name (the original's).
 TRANSLATION_PARAM = "all_trans_embs"
@@ -131,18 +135,24 @@ class TwhinModel(nn.Module):
         head_query, head_bias = self.head_query(rhs, batch.rels)
         sampled = rows[2 * size :].view(2, size, global_negatives, dim)
 
-        groups = [  # (candidate rows [B, k, D], exists [B, k], query, bias) per kind of negative
-            (_gather(lhs, batch.lhs_negatives.clamp(min=0)), batch.lhs_negatives >= 0, head_query, head_bias),
-            (_gather(rhs, batch.rhs_negatives.clamp(min=0)), batch.rhs_negatives >= 0, tail_query, tail_bias),
-            (sampled[0], torch.ones_like(sampled[0][..., 0], dtype=torch.bool), head_query, head_bias),
-            (sampled[1], torch.ones_like(sampled[1][..., 0], dtype=torch.bool), tail_query, tail_bias),
+        # Scores [B * k] of each kind of negative: in-batch lhs-side, in-batch rhs-side (partners'
+        # rows of this batch; -1 = none, scored on row 0 and weighted 0), global lhs-side, rhs-side.
+        negative_logits = [
+            (gathered_dots(lhs, batch.lhs_negatives.clamp(min=0), head_query) + head_bias.unsqueeze(1)).reshape(-1),
+            (gathered_dots(rhs, batch.rhs_negatives.clamp(min=0), tail_query) + tail_bias.unsqueeze(1)).reshape(-1),
+            _dots(sampled[0], head_query, head_bias),
+            _dots(sampled[1], tail_query, tail_bias),
+        ]
+        exists = [
+            (batch.lhs_negatives >= 0).to(rows.dtype),
+            (batch.rhs_negatives >= 0).to(rows.dtype),
+            rows.new_ones(sampled.shape[1:3]),
+            rows.new_ones(sampled.shape[1:3]),
         ]
         positive_weights = batch.weights.to(rows.dtype)
-        exists = [mask.to(rows.dtype) for _, mask, _, _ in groups]
         per_edge = exists[0].sum(1) + exists[1].sum(1) + exists[2].sum(1) + exists[3].sum(1)
         share = torch.where(per_edge > 0, positive_weights / per_edge.clamp(min=1), torch.zeros_like(per_edge))
-        logits = [(rhs * tail_query).sum(-1) + tail_bias]
-        logits += [_dots(candidates, query, bias) for candidates, _, query, bias in groups]
+        logits = [(rhs * tail_query).sum(-1) + tail_bias] + negative_logits
         weights = [positive_weights] + [(mask * share.unsqueeze(1)).reshape(-1) for mask in exists]
         labels = [batch.labels.to(rows.dtype)] + [torch.zeros_like(mask).reshape(-1) for mask in exists]
         all_logits = torch.cat(logits)
