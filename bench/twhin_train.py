@@ -6,7 +6,8 @@ train pipeline for one CPU process, then the LR scheduler), fed by `EdgesDataset
 negative sampling included; `--prefetch N` prepares batches ahead in a thread, as the data config's
 `prefetch` does). Plain: `nn.Embedding(sparse=True)` tables, a relation-vector
 parameter, `torch.optim.SGD` (or `Adagrad`) on sparse gradients, and the same negatives sampled in
-torch inside the step; written the fast way for CPU (index_select gathers, product-and-sum scores).
+torch inside the step (shared per relation, as the model does); written the fast way for CPU (one
+GEMM for the in-batch negatives of all relations, product-and-sum scores).
 Both read the same in-memory edges of the original's graph shape (424k users, 72k tweets, four
 user -> tweet relations), and use the same dim, batch, negatives, translation operator, loss
 weighting and learning rates. One thread; they run interleaved, several repeats; the ratio of
@@ -73,16 +74,12 @@ class PlainTwhin(nn.Module):
         self.relations = nn.Parameter(torch.rand(len(RELATIONS), dim))
 
 
-def same_relation_partners(rel: torch.Tensor, count: int) -> torch.Tensor:
-    """[B, count] other edges of each edge's relation (uniform; the edge itself if it is alone)."""
-    sorted_rel, order = torch.sort(rel, stable=True)
-    start = torch.searchsorted(sorted_rel, sorted_rel)
-    size = torch.searchsorted(sorted_rel, sorted_rel, right=True) - start
-    offset = 1 + (torch.rand(len(rel), count) * (size - 1).clamp(min=1).unsqueeze(1)).long()
-    position = torch.arange(len(rel)) - start
-    partner = torch.empty((len(rel), count), dtype=torch.long)
-    partner[order] = order[start.unsqueeze(1) + (position.unsqueeze(1) + offset) % size.unsqueeze(1)]
-    return partner
+def relation_negatives(rel: torch.Tensor, count: int) -> torch.Tensor:
+    """[R, count] per relation: a random permutation of its edges in the batch, repeated (-1: none)."""
+    order = torch.argsort(rel + torch.rand(len(rel), dtype=torch.float64))  # by relation, random within
+    sizes = torch.bincount(rel, minlength=len(RELATIONS))
+    positions = (sizes.cumsum(0) - sizes)[:, None] + torch.arange(count) % sizes.clamp(min=1)[:, None]
+    return torch.where(sizes[:, None] > 0, order[positions.clamp(max=len(rel) - 1)], -1)
 
 
 def plain_step(model: PlainTwhin, optimizers: list[torch.optim.Optimizer], lhs, rel, rhs, in_batch: int, sampled: int):
@@ -91,23 +88,25 @@ def plain_step(model: PlainTwhin, optimizers: list[torch.optim.Optimizer], lhs, 
     head_query = rhs_rows + relation  # score(l, r, x) = l . (x + r): scores lhs candidates
     tail_bias = (lhs_rows * relation).sum(-1)  # ... = x . l + l . r: scores rhs candidates
 
-    def score_lhs(candidates):  # [B, k, D] -> [B * k]
-        return (candidates * head_query[:, None]).sum(-1).flatten()
+    def in_batch_scores(rows, query):  # each edge against its relation's shared negatives: one GEMM
+        negatives = relation_negatives(rel, in_batch)
+        mine = negatives[rel]
+        scores = (query @ rows[negatives.clamp(min=0).flatten()].T).gather(1, rel[:, None] * in_batch + torch.arange(in_batch))
+        return scores, (mine >= 0) & (mine != torch.arange(size)[:, None])  # never the edge itself
 
-    def score_rhs(candidates):
-        return ((candidates * lhs_rows[:, None]).sum(-1) + tail_bias[:, None]).flatten()
-
-    def partners(rows):  # index_select: CPU's fast gather (advanced indexing is several times slower)
-        return rows.index_select(0, same_relation_partners(rel, in_batch).flatten()).view(size, in_batch, -1)
-
-    logits = [(lhs_rows * head_query).sum(-1), score_lhs(partners(lhs_rows)), score_rhs(partners(rhs_rows))]
+    lhs_scores, lhs_exist = in_batch_scores(lhs_rows, head_query)
+    rhs_scores, rhs_exist = in_batch_scores(rhs_rows, lhs_rows)
+    logits = [(lhs_rows * head_query).sum(-1), lhs_scores, rhs_scores + tail_bias[:, None]]
+    exist = [lhs_exist, rhs_exist]
     if sampled:
-        logits += [score_lhs(model.user(torch.randint(0, USERS, (size, sampled)))),
-                   score_rhs(model.tweet(torch.randint(0, TWEETS, (size, sampled))))]
-    negatives = 2 * size * (in_batch + sampled)  # together they weigh as much as the positives
-    labels = torch.cat([torch.ones(size), torch.zeros(negatives)])
-    weights = torch.cat([torch.ones(size), torch.full((negatives,), size / negatives)])
-    loss = F.binary_cross_entropy_with_logits(torch.cat(logits), labels, weights)
+        logits += [(model.user(torch.randint(0, USERS, (size, sampled))) * head_query[:, None]).sum(-1),
+                   (model.tweet(torch.randint(0, TWEETS, (size, sampled))) * lhs_rows[:, None]).sum(-1) + tail_bias[:, None]]
+        exist += [torch.ones(size, sampled, dtype=torch.bool)] * 2
+    exist = torch.cat(exist, 1).float()
+    share = 1 / exist.sum(1, keepdim=True).clamp(min=1)  # an edge's negatives weigh as much as the edge
+    labels = torch.cat([torch.ones(size), torch.zeros(exist.numel())])
+    weights = torch.cat([torch.ones(size), (exist * share).flatten()])
+    loss = F.binary_cross_entropy_with_logits(torch.cat([logits[0], torch.cat(logits[1:], 1).flatten()]), labels, weights)
     for optimizer in optimizers:
         optimizer.zero_grad()
     loss.backward()

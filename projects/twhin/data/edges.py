@@ -5,9 +5,11 @@ exactly one id, so the pooled embedding of lookup i is that node's row):
 - lookups 0 .. 2B-1: lhs_0, rhs_0, lhs_1, rhs_1, ... (the original's interleaving);
 - then B*G lhs-side global negatives (edge-major), then B*G rhs-side global negatives, where G is
   `global_negatives`; each is a uniform id of the table that side's node belongs to.
-In-batch negatives are indices of partner edges of the same relation (`lhs_negatives` [B, N]: use
-the partner's lhs in place of this edge's lhs; `rhs_negatives` likewise), -1 where the edge's
-relation has no other edge in the batch.
+In-batch negatives, as in the original, are shared by the edges of a relation: `lhs_negatives`
+[R, N] holds, for each relation r, N edges of r in this batch whose lhs nodes are the lhs-side
+negatives of every edge of r (`rhs_negatives` likewise, drawn independently): a random permutation
+of the relation's edges, repeated when it has fewer than N; -1 where the batch has no edge of r.
+The model skips an edge's own index among them (the original scored the true pair as a negative).
 
 Every batch of an `EdgesDataset` has exactly `batch_size` edges on every rank: sharded embedding
 lookups exchange equal-sized blocks between ranks. The last batch of an epoch is completed with
@@ -43,8 +45,8 @@ class EdgeBatch(DataclassBatch):
     labels: torch.Tensor  # [B] ones: every edge in the data is a positive
     rels: torch.Tensor  # [B] relation index
     weights: torch.Tensor  # [B] edge weight
-    lhs_negatives: torch.Tensor  # [B, N] partner edge whose lhs replaces this lhs, -1 = none
-    rhs_negatives: torch.Tensor  # [B, N] partner edge whose rhs replaces this rhs, -1 = none
+    lhs_negatives: torch.Tensor  # [R, N] per relation: edges whose lhs are its lhs-side negatives, -1 = none
+    rhs_negatives: torch.Tensor  # [R, N] per relation: edges whose rhs are its rhs-side negatives, -1 = none
 
     @property
     def num_edges(self) -> int:
@@ -70,25 +72,23 @@ class EdgeBatch(DataclassBatch):
         return ids[0 : 2 * self.num_edges : 2], ids[1 : 2 * self.num_edges : 2]
 
 
-def sample_in_batch_partners(rels: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """[B, count] indices of other edges with the same relation, uniform with replacement; -1 where
-    the edge is alone in its relation (it cannot be its own negative)."""
+def sample_relation_negatives(
+    rels: np.ndarray, num_relations: int, count: int, rng: np.random.Generator
+) -> np.ndarray:
+    """[num_relations, count] edge indices per relation: a uniform random permutation of the
+    relation's edges in `rels`, repeated when it has fewer than `count` (the original's randperm
+    scheme: without replacement whenever possible); -1 for relations without an edge."""
     size = rels.shape[0]
     if count == 0 or size == 0:
-        return np.full((size, count), -1, dtype=np.int64)
-    order = np.argsort(rels, kind="stable")
-    sorted_rels = rels[order]
-    group_start = np.searchsorted(sorted_rels, sorted_rels, side="left")
-    group_size = np.searchsorted(sorted_rels, sorted_rels, side="right") - group_start
-    position = np.arange(size) - group_start
-    # An offset in [1, group_size) from the edge's own position never lands on the edge itself.
-    # (Scaling uniform floats is several times faster than `integers` with per-row bounds.)
-    step = 1 + (rng.random((size, count)) * np.maximum(group_size - 1, 1)[:, None]).astype(np.int64)
-    partner = order[group_start[:, None] + (position[:, None] + step) % group_size[:, None]]
-    partner[group_size == 1] = -1
-    result = np.empty_like(partner)
-    result[order] = partner
-    return result
+        return np.full((num_relations, count), -1, dtype=np.int64)
+    shuffled = rng.permutation(size)
+    order = shuffled[np.argsort(rels[shuffled], kind="stable")]  # by relation, randomly within each
+    group_sizes = np.bincount(rels, minlength=num_relations)
+    group_starts = np.cumsum(group_sizes) - group_sizes
+    positions = group_starts[:, None] + np.arange(count) % np.maximum(group_sizes, 1)[:, None]
+    negatives = order[np.minimum(positions, size - 1)]
+    negatives[group_sizes == 0] = -1
+    return negatives
 
 
 def _nodes_kjt(table_of_lookup: np.ndarray, ids: np.ndarray, table_names: tuple[str, ...]) -> KeyedJaggedTensor:
@@ -98,7 +98,7 @@ def _nodes_kjt(table_of_lookup: np.ndarray, ids: np.ndarray, table_names: tuple[
     lengths[table_of_lookup, np.arange(lookups)] = 1
     return KeyedJaggedTensor(
         keys=list(table_names),
-        values=torch.from_numpy(np.ascontiguousarray(ids[order])),
+        values=torch.from_numpy(ids[order]),
         lengths=torch.from_numpy(lengths.reshape(-1)),
     )
 
@@ -116,37 +116,32 @@ def edges_to_batch(
     rng = rng if rng is not None else np.random.default_rng()
     size = len(edges)
     real = size if real_edges is None else real_edges
-    relation_tables = schema.relation_tables()
-    lhs_table, rhs_table = relation_tables[edges.rel, 0], relation_tables[edges.rel, 1]
-    tables = [np.stack([lhs_table, rhs_table], 1).reshape(-1)]
+    rels = edges.rel.astype(np.int64, copy=False)
+    edge_tables = schema.relation_tables()[rels]  # [B, 2]: (lhs table, rhs table) per edge
+    tables = [edge_tables.reshape(-1)]  # lhs_0, rhs_0, lhs_1, ...
     ids = [np.stack([edges.lhs, edges.rhs], 1).reshape(-1)]
     if global_negatives:
         sizes = schema.sizes_array()
-        for side_table in (lhs_table, rhs_table):
+        for side_table in (edge_tables[:, 0], edge_tables[:, 1]):
             tables.append(np.repeat(side_table, global_negatives))
             ids.append(rng.integers(0, sizes[side_table][:, None], size=(size, global_negatives)).reshape(-1))
-    # Both sides' partners in one draw: the relation grouping is computed once.
-    sampled = np.full((size, 2 * in_batch_negatives), -1, dtype=np.int64)
-    sampled[:real] = sample_in_batch_partners(edges.rel[:real], 2 * in_batch_negatives, rng)
-    partners = [torch.from_numpy(np.ascontiguousarray(half)) for half in np.split(sampled, 2, axis=1)]
-    return EdgeBatch(
-        nodes=_nodes_kjt(np.concatenate(tables), np.concatenate(ids).astype(np.int64), schema.table_names),
-        labels=torch.ones(size, dtype=torch.float32),
-        rels=torch.from_numpy(edges.rel.astype(np.int64)),
-        weights=torch.from_numpy(edges.weight.astype(np.float32)),
-        lhs_negatives=partners[0],
-        rhs_negatives=partners[1],
+    # Only the first `real` edges lend their nodes; the rest is zero-weight padding.
+    lhs_negatives, rhs_negatives = (
+        sample_relation_negatives(rels[:real], schema.num_relations, in_batch_negatives, rng) for _ in range(2)
     )
-
-
-def padded_batches(rows: int, batch_size: int, num_batches: int) -> list[tuple[np.ndarray, int]]:
-    """(positions into `rows` items, how many of them are real) for `num_batches` batches of exactly
-    `batch_size`; positions past the last row wrap around to the start (padding)."""
-    positions = np.resize(np.arange(rows), num_batches * batch_size)
-    return [
-        (positions[start : start + batch_size], int(np.clip(rows - start, 0, batch_size)))
-        for start in range(0, num_batches * batch_size, batch_size)
-    ]
+    nodes = _nodes_kjt(
+        tables[0] if len(tables) == 1 else np.concatenate(tables),
+        (ids[0] if len(ids) == 1 else np.concatenate(ids)).astype(np.int64, copy=False),
+        schema.table_names,
+    )
+    return EdgeBatch(
+        nodes=nodes,
+        labels=torch.ones(size, dtype=torch.float32),
+        rels=torch.from_numpy(rels),
+        weights=torch.from_numpy(edges.weight.astype(np.float32, copy=False)),
+        lhs_negatives=torch.from_numpy(lhs_negatives),
+        rhs_negatives=torch.from_numpy(rhs_negatives),
+    )
 
 
 class EdgesDataset:
@@ -213,9 +208,14 @@ class EdgesDataset:
         edges = self.edges()
         rng = np.random.default_rng([self.seed, epoch, self.rank])
         order = rng.permutation(len(edges)) if self.shuffle else np.arange(len(edges))
-        for positions, real in padded_batches(len(edges), self.batch_size, self.num_batches):
-            chosen = edges.take(order[positions])
-            chosen.weight = np.where(np.arange(self.batch_size) < real, chosen.weight, 0.0).astype(np.float32)
+        # The whole epoch in batch order at once (positions past the end wrap around: padding);
+        # each batch is then a slice, not a gather of its own.
+        total = self.num_batches * self.batch_size
+        epoch_edges = edges.take(np.resize(order, total))
+        epoch_edges.weight[len(edges):] = 0.0  # the padding weighs nothing
+        for start in range(0, total, self.batch_size):
+            real = int(np.clip(len(edges) - start, 0, self.batch_size))
+            chosen = epoch_edges.take(slice(start, start + self.batch_size))
             yield edges_to_batch(
                 chosen, self.schema, self.in_batch_negatives, self.global_negatives, rng, real_edges=real
             )

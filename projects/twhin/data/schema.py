@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -44,8 +45,21 @@ class GraphSchema:
         return len(self.relation_names)
 
     def relation_tables(self) -> np.ndarray:
-        """[R, 2] table index of (lhs, rhs) per relation."""
-        return np.array([self.relation_lhs, self.relation_rhs], dtype=np.int64).T.reshape(-1, 2)
+        """[R, 2] table index of (lhs, rhs) per relation (read-only: built once, used every batch)."""
+        return self._relation_tables
 
     def sizes_array(self) -> np.ndarray:
-        return np.array(self.table_sizes, dtype=np.int64)
+        """[T] rows per table (read-only)."""
+        return self._sizes
+
+    @functools.cached_property
+    def _relation_tables(self) -> np.ndarray:
+        tables = np.array([self.relation_lhs, self.relation_rhs], dtype=np.int64).T.reshape(-1, 2)
+        tables.flags.writeable = False
+        return tables
+
+    @functools.cached_property
+    def _sizes(self) -> np.ndarray:
+        sizes = np.array(self.table_sizes, dtype=np.int64)
+        sizes.flags.writeable = False
+        return sizes

@@ -23,6 +23,10 @@ from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
 # torchrec's pipelines trace the forward with torch.fx: the custom autograd function stays one call.
 torch.fx.wrap("gathered_dots")
 
+# Up to this many relations, in-batch negatives are scored with one GEMM over all relations'
+# candidates (B x R*N scores, R*N/N = R times the needed ones, but at GEMM speed); beyond, per edge.
+SCORE_ALL_RELATIONS_UP_TO = 32
+
 # The relation vectors' parameter name (the original's).
 TRANSLATION_PARAM = "all_trans_embs"
 _TABLE_WEIGHT = re.compile(r"(?:^|\.)embedding_bags\.([^.]+)\.weight$")
@@ -80,6 +84,9 @@ class TwhinModel(nn.Module):
             torch.tensor([self._operator_kinds.index(kind) for kind in kinds], dtype=torch.long),
             persistent=False,
         )
+        # Shared negatives are scored for all relations at once (B x R*N dot products: a GEMM, the
+        # fastest on few relations) or per edge (B x N, gathered: cheaper with many relations).
+        self._score_all_relations = len(model_config.relations) <= SCORE_ALL_RELATIONS_UP_TO
         self.all_trans_embs: Optional[nn.Parameter] = None
         if any(operator.uses_relation_vector for operator in self._operators):
             initial = torch.stack([OPERATORS[kind].initial_relation_vector(self.embedding_dim) for kind in kinds])
@@ -124,6 +131,24 @@ class TwhinModel(nn.Module):
             rows = rows + pooled[name]
         return rows.float()  # fp16 tables score in fp32, like the relation vectors
 
+    def _in_batch_scores(
+        self, rows: torch.Tensor, negatives: torch.Tensor, rels: torch.Tensor, query: torch.Tensor, bias: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, N] scores, [B, N] exists) of each edge against its relation's shared negatives
+        (`negatives` [R, N]: edge indices into `rows`, -1 = none; an edge is never its own negative)."""
+        count = negatives.shape[1]
+        mine = negatives.index_select(0, rels)  # [B, N]
+        edges = torch.arange(rels.shape[0], device=rels.device).unsqueeze(1)
+        exists = (mine >= 0) & (mine != edges)
+        if self._score_all_relations:
+            # Every edge against every relation's candidates in one GEMM, then each edge's own block.
+            candidates = rows.index_select(0, negatives.clamp(min=0).reshape(-1))  # [R * N, D]
+            block = rels.unsqueeze(1) * count + torch.arange(count, device=rels.device)
+            scores = (query @ candidates.T).gather(1, block)
+        else:
+            scores = gathered_dots(rows, mine.clamp(min=0), query)
+        return scores + bias.unsqueeze(1), exists
+
     def forward(self, batch: EdgeBatch) -> dict[str, torch.Tensor]:
         # No Python branch may depend on the batch: torchrec's pipelines trace this forward with
         # torch.fx to find the embedding lookups. Empty negative groups (N or G = 0) just add nothing.
@@ -135,17 +160,19 @@ class TwhinModel(nn.Module):
         head_query, head_bias = self.head_query(rhs, batch.rels)
         sampled = rows[2 * size :].view(2, size, global_negatives, dim)
 
-        # Scores [B * k] of each kind of negative: in-batch lhs-side, in-batch rhs-side (partners'
-        # rows of this batch; -1 = none, scored on row 0 and weighted 0), global lhs-side, rhs-side.
+        # Scores [B, k] of each kind of negative: in-batch lhs-side and rhs-side (rows of other edges
+        # of the relation in this batch), global lhs-side and rhs-side (uniform ids of the table).
+        in_batch_lhs, lhs_exists = self._in_batch_scores(lhs, batch.lhs_negatives, batch.rels, head_query, head_bias)
+        in_batch_rhs, rhs_exists = self._in_batch_scores(rhs, batch.rhs_negatives, batch.rels, tail_query, tail_bias)
         negative_logits = [
-            (gathered_dots(lhs, batch.lhs_negatives.clamp(min=0), head_query) + head_bias.unsqueeze(1)).reshape(-1),
-            (gathered_dots(rhs, batch.rhs_negatives.clamp(min=0), tail_query) + tail_bias.unsqueeze(1)).reshape(-1),
+            in_batch_lhs.reshape(-1),
+            in_batch_rhs.reshape(-1),
             _dots(sampled[0], head_query, head_bias),
             _dots(sampled[1], tail_query, tail_bias),
         ]
         exists = [
-            (batch.lhs_negatives >= 0).to(rows.dtype),
-            (batch.rhs_negatives >= 0).to(rows.dtype),
+            lhs_exists.to(rows.dtype),
+            rhs_exists.to(rows.dtype),
             rows.new_ones(sampled.shape[1:3]),
             rows.new_ones(sampled.shape[1:3]),
         ]

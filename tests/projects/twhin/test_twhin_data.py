@@ -5,12 +5,12 @@ import pytest
 
 from tml.projects.twhin.data.config import TwhinDataConfig
 from tml.projects.twhin.data.data import create_dataset
-from tml.projects.twhin.data.edges import EdgesDataset, edges_to_batch, sample_in_batch_partners
+from tml.projects.twhin.data.edges import EdgesDataset, edges_to_batch, sample_relation_negatives
 from tml.projects.twhin.data.generate_random_graph import main as generate_main
 from tml.projects.twhin.data.reader import EdgeArrays, read_edges
 from tml.projects.twhin.data.schema import GraphSchema
 from tml.projects.twhin.scripts.package_data import write_edges
-from twhin_helpers import CONFIG_DIR, model_config
+from twhin_helpers import CONFIG_DIR, RELATIONS, model_config
 
 SCHEMA = GraphSchema.build({"user": 40, "tweet": 24}, [("fav", "user", "tweet"), ("follow", "user", "user")])
 
@@ -65,16 +65,20 @@ def test_global_negatives_come_from_each_sides_table():
     assert tweets.max() < 24 and len(set(tweets.tolist())) > 10
 
 
-def test_in_batch_partners_share_the_relation_and_are_never_the_edge():
-    rels = np.array([0, 1, 0, 0, 2, 1, 0])
-    partners = sample_in_batch_partners(rels, 20, np.random.default_rng(1))
-    assert partners.shape == (7, 20)
-    for edge, row in enumerate(partners):
-        if edge == 4:  # alone in relation 2
-            assert (row == -1).all()
-            continue
-        assert (rels[row] == rels[edge]).all() and (row != edge).all()
-    assert set(partners[0].tolist()) == {2, 3, 6}
+def test_relation_negatives_are_the_relations_edges_without_replacement_when_possible():
+    rels = np.array([0, 1, 0, 0, 2, 1, 0, 0, 0, 0, 0])  # relation 0: 8 edges, 1: 2, 2: 1, 3: none
+    rng = np.random.default_rng(1)
+    negatives = sample_relation_negatives(rels, 4, 3, rng)
+    assert negatives.shape == (4, 3)
+    members = [set(np.flatnonzero(rels == r).tolist()) for r in range(4)]
+    assert set(negatives[0].tolist()) <= members[0] and len(set(negatives[0].tolist())) == 3  # distinct
+    assert sorted(negatives[1].tolist()) in ([1, 1, 5], [1, 5, 5])  # the permutation, repeated
+    assert negatives[2].tolist() == [4, 4, 4] and negatives[3].tolist() == [-1, -1, -1]
+    # Uniform over the relation's edges: each of relation 0's 8 edges drawn ~3/8 of the time.
+    counts = np.bincount(np.concatenate([sample_relation_negatives(rels, 4, 3, rng)[0] for _ in range(4000)]),
+                         minlength=11)
+    assert counts[[1, 4, 5]].sum() == 0
+    np.testing.assert_allclose(counts[sorted(members[0])] / 4000, 3 / 8, atol=0.03)
 
 
 def test_window_and_rank_shares_are_disjoint_and_cover(three_files):
@@ -100,8 +104,7 @@ def test_every_rank_yields_as_many_batches_of_exactly_batch_size(three_files):
         assert [b.batch_size for b in batches] == [5, 5, 5]
         last = batches[-1]
         assert last.weights.tolist() == [1.0] * real_in_last + [0.0] * (5 - real_in_last)
-        assert (last.lhs_negatives[real_in_last:] == -1).all()  # padding draws no negatives...
-        assert (last.lhs_negatives < max(real_in_last, 1)).all()  # ...and is never drawn as one
+        assert (last.lhs_negatives < max(real_in_last, 1)).all()  # padding is never drawn as a negative
         seen += real_lhs(batches)
     assert sorted(seen) == list(range(9, 30))
 
@@ -185,7 +188,7 @@ def test_create_dataset_uses_the_data_config(three_files):
     batches = list(dataset)
     assert dataset.num_edges == 12 and len(batches) == 2
     assert sorted(real_lhs(batches)) == list(range(8, 14))
-    assert batches[0].lhs_negatives.shape == (4, 3) and batches[0].global_negatives == 2
+    assert batches[0].lhs_negatives.shape == (len(RELATIONS), 3) and batches[0].global_negatives == 2
 
 
 def test_generator_cli_writes_valid_edges_for_a_config(tmp_path):

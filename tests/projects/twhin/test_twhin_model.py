@@ -88,7 +88,11 @@ def test_negatives_are_labelled_zero_and_weigh_as_much_as_their_edge():
     groups = [negative_weights[: 18].view(6, 3), negative_weights[18:36].view(6, 3),
               negative_weights[36:48].view(6, 2), negative_weights[48:].view(6, 2)]
     torch.testing.assert_close(sum(g.sum(1) for g in groups), torch.tensor(EDGES.weight))
-    torch.testing.assert_close(groups[0][1], torch.full((3,), 2.0 / 10))
+    # Edge 1 (fav, weight 2): fav has 3 edges, so its 3 shared negatives per side are all of them,
+    # itself included; it is skipped (weight 0), leaving 2 + 2 in-batch and 2 + 2 global negatives.
+    own = batch.lhs_negatives[0] == 1
+    assert own.sum() == 1 and (batch.rhs_negatives[0] == 1).sum() == 1
+    torch.testing.assert_close(groups[0][1], torch.where(own, 0.0, 2.0 / 8))
 
 
 def test_negatives_are_scored_with_the_relations_operator():
@@ -102,9 +106,9 @@ def test_negatives_are_scored_with_the_relations_operator():
     for i in range(6):
         rel, lhs, rhs = int(EDGES.rel[i]), users[EDGES.lhs[i]], rhs_table[int(EDGES.rel[i])][EDGES.rhs[i]]
         for k in range(2):
-            j = int(batch.lhs_negatives[i, k])
+            j = int(batch.lhs_negatives[rel, k])  # shared by the relation's edges
             assert logits[6 + 2 * i + k].item() == pytest.approx(score(users[EDGES.lhs[j]], rel, rhs), abs=1e-6)
-            j = int(batch.rhs_negatives[i, k])
+            j = int(batch.rhs_negatives[rel, k])
             assert logits[18 + 2 * i + k].item() == pytest.approx(
                 score(lhs, rel, rhs_table[rel][EDGES.rhs[j]]), abs=1e-6)
             sampled_lhs = ids[12 + 2 * i + k]
@@ -157,3 +161,22 @@ def test_without_negatives_only_positives_are_scored():
     out = model(edges_to_batch(EDGES, schema))
     assert out["logits"].shape == (6,) and out["labels"].eq(1).all()
     torch.testing.assert_close(out["weights"], torch.tensor(EDGES.weight))
+
+
+def test_per_edge_scoring_of_shared_negatives_equals_the_all_relations_gemm(monkeypatch):
+    from tml.projects.twhin.models import models as models_module
+
+    batch = edges_to_batch(EDGES, plain_model()[1], in_batch_negatives=3, global_negatives=1, rng=np.random.default_rng(2))
+    results = []
+    for limit in (models_module.SCORE_ALL_RELATIONS_UP_TO, 0):  # 0: many relations -> per-edge gathers
+        monkeypatch.setattr(models_module, "SCORE_ALL_RELATIONS_UP_TO", limit)
+        model, _ = plain_model()
+        assert model._score_all_relations == (limit > 0)
+        out = model(batch)
+        F.binary_cross_entropy_with_logits(out["logits"], out["labels"], out["weights"]).backward()
+        grads = [param.grad.clone() for param in model.parameters()]
+        results.append((out["logits"].detach(), out["weights"], grads))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+    for gemm, per_edge in zip(results[0][2], results[1][2]):
+        torch.testing.assert_close(gemm, per_edge)
