@@ -10,8 +10,8 @@ torch inside the step (shared per relation, as the model does); written the fast
 GEMM for the in-batch negatives of all relations, product-and-sum scores).
 Both read the same in-memory edges of the original's graph shape (424k users, 72k tweets, four
 user -> tweet relations), and use the same dim, batch, negatives, translation operator, loss
-weighting and learning rates. One thread; they run interleaved, several repeats; the ratio of
-medians is the headline.
+weighting and learning rates, on the same device (a GPU when there is one). One CPU thread; they
+run interleaved, several repeats; the ratio of medians is the headline.
 
     .venv/bin/python bench/twhin_train.py [--batch 500] [--in_batch_negatives 10] [--global_negatives 0]
         [--optimizer sgd|adagrad] [--dim 64] [--prefetch 0] [--steps 200] [--repeats 7]
@@ -76,14 +76,14 @@ class PlainTwhin(nn.Module):
 
 def relation_negatives(rel: torch.Tensor, count: int) -> torch.Tensor:
     """[R, count] per relation: a random permutation of its edges in the batch, repeated (-1: none)."""
-    order = torch.argsort(rel + torch.rand(len(rel), dtype=torch.float64))  # by relation, random within
+    order = torch.argsort(rel + torch.rand(len(rel), dtype=torch.float64, device=rel.device))  # by relation, random within
     sizes = torch.bincount(rel, minlength=len(RELATIONS))
-    positions = (sizes.cumsum(0) - sizes)[:, None] + torch.arange(count) % sizes.clamp(min=1)[:, None]
+    positions = (sizes.cumsum(0) - sizes)[:, None] + torch.arange(count, device=rel.device) % sizes.clamp(min=1)[:, None]
     return torch.where(sizes[:, None] > 0, order[positions.clamp(max=len(rel) - 1)], -1)
 
 
 def plain_step(model: PlainTwhin, optimizers: list[torch.optim.Optimizer], lhs, rel, rhs, in_batch: int, sampled: int):
-    size = rel.shape[0]
+    size, device = rel.shape[0], rel.device
     lhs_rows, rhs_rows, relation = model.user(lhs), model.tweet(rhs), model.relations.index_select(0, rel)
     head_query = rhs_rows + relation  # score(l, r, x) = l . (x + r): scores lhs candidates
     tail_bias = (lhs_rows * relation).sum(-1)  # ... = x . l + l . r: scores rhs candidates
@@ -91,21 +91,21 @@ def plain_step(model: PlainTwhin, optimizers: list[torch.optim.Optimizer], lhs, 
     def in_batch_scores(rows, query):  # each edge against its relation's shared negatives: one GEMM
         negatives = relation_negatives(rel, in_batch)
         mine = negatives[rel]
-        scores = (query @ rows[negatives.clamp(min=0).flatten()].T).gather(1, rel[:, None] * in_batch + torch.arange(in_batch))
-        return scores, (mine >= 0) & (mine != torch.arange(size)[:, None])  # never the edge itself
+        scores = (query @ rows[negatives.clamp(min=0).flatten()].T).gather(1, rel[:, None] * in_batch + torch.arange(in_batch, device=device))
+        return scores, (mine >= 0) & (mine != torch.arange(size, device=device)[:, None])  # never the edge itself
 
     lhs_scores, lhs_exist = in_batch_scores(lhs_rows, head_query)
     rhs_scores, rhs_exist = in_batch_scores(rhs_rows, lhs_rows)
     logits = [(lhs_rows * head_query).sum(-1), lhs_scores, rhs_scores + tail_bias[:, None]]
     exist = [lhs_exist, rhs_exist]
     if sampled:
-        logits += [(model.user(torch.randint(0, USERS, (size, sampled))) * head_query[:, None]).sum(-1),
-                   (model.tweet(torch.randint(0, TWEETS, (size, sampled))) * lhs_rows[:, None]).sum(-1) + tail_bias[:, None]]
-        exist += [torch.ones(size, sampled, dtype=torch.bool)] * 2
+        logits += [(model.user(torch.randint(0, USERS, (size, sampled), device=device)) * head_query[:, None]).sum(-1),
+                   (model.tweet(torch.randint(0, TWEETS, (size, sampled), device=device)) * lhs_rows[:, None]).sum(-1) + tail_bias[:, None]]
+        exist += [torch.ones(size, sampled, dtype=torch.bool, device=device)] * 2
     exist = torch.cat(exist, 1).float()
     share = 1 / exist.sum(1, keepdim=True).clamp(min=1)  # an edge's negatives weigh as much as the edge
-    labels = torch.cat([torch.ones(size), torch.zeros(exist.numel())])
-    weights = torch.cat([torch.ones(size), (exist * share).flatten()])
+    labels = torch.cat([torch.ones(size, device=device), torch.zeros(exist.numel(), device=device)])
+    weights = torch.cat([torch.ones(size, device=device), (exist * share).flatten()])
     loss = F.binary_cross_entropy_with_logits(torch.cat([logits[0], torch.cat(logits[1:], 1).flatten()]), labels, weights)
     for optimizer in optimizers:
         optimizer.zero_grad()
@@ -118,11 +118,18 @@ def plain_step(model: PlainTwhin, optimizers: list[torch.optim.Optimizer], lhs, 
 # ------------------------------------------------------------------------------------- timing
 
 
-def time_ours(runner: TrainStepRunner, scheduler, batches, steps: int) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ours(runner: TrainStepRunner, scheduler, batches, steps: int, device: torch.device) -> float:
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(steps):
         runner.step(batches)
         scheduler.step()
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -130,17 +137,19 @@ class PlainTrainer:
     """Walks through the edges in order, a batch per step (the edges are already in random order)."""
 
     def __init__(self, dim: int, edges: dict[str, np.ndarray], batch: int, in_batch: int, sampled: int,
-                 optimizer: str = "sgd") -> None:
-        self.model = PlainTwhin(dim)
+                 optimizer: str = "sgd", device: torch.device = torch.device("cpu")) -> None:
+        self.device = device
+        self.model = PlainTwhin(dim).to(device)
         tables = [self.model.user.weight, self.model.tweet.weight]
         extra = {"eps": ADAGRAD_EPS} if optimizer == "adagrad" else {}
         self.optimizers = [OPTIMIZERS[optimizer](tables, lr=TABLE_LR, **extra),
                            torch.optim.SGD([self.model.relations], lr=RELATION_LR)]
-        self.edges = {name: torch.from_numpy(values) for name, values in edges.items()}
+        self.edges = {name: torch.from_numpy(values).to(device) for name, values in edges.items()}
         self.batch, self.in_batch, self.sampled = batch, in_batch, sampled
         self.position = 0
 
     def time(self, steps: int) -> float:
+        synchronize(self.device)
         start = time.perf_counter()
         for _ in range(steps):
             if self.position + self.batch > len(self.edges["rel"]):
@@ -149,6 +158,7 @@ class PlainTrainer:
             lhs, rel, rhs = (self.edges[name][window] for name in ("lhs", "rel", "rhs"))
             plain_step(self.model, self.optimizers, lhs, rel, rhs, self.in_batch, self.sampled)
             self.position += self.batch
+        synchronize(self.device)
         return time.perf_counter() - start
 
 
@@ -190,13 +200,14 @@ def main() -> None:
     optimizer, scheduler = build_optimizer(ours, config)
     runner = TrainStepRunner(ours, optimizer, device)
 
-    plain = PlainTrainer(args.dim, columns, args.batch, args.in_batch_negatives, args.global_negatives, args.optimizer)
+    plain = PlainTrainer(args.dim, columns, args.batch, args.in_batch_negatives, args.global_negatives, args.optimizer,
+                         device)
 
-    time_ours(runner, scheduler, batches, 20)  # warm-up: tracing, allocator
+    time_ours(runner, scheduler, batches, 20, device)  # warm-up: tracing, allocator
     plain.time(20)
     ours_rates, plain_rates = [], []
     for _ in range(args.repeats):
-        ours_rates.append(args.steps * args.batch / time_ours(runner, scheduler, batches, args.steps))
+        ours_rates.append(args.steps * args.batch / time_ours(runner, scheduler, batches, args.steps, device))
         plain_rates.append(args.steps * args.batch / plain.time(args.steps))
     ratio = statistics.median(ours_rates) / statistics.median(plain_rates)
     print(f"threads={torch.get_num_threads()} dim={args.dim} batch={args.batch} in_batch_negatives="
