@@ -23,8 +23,8 @@ from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
 # torchrec's pipelines trace the forward with torch.fx: the custom autograd function stays one call.
 torch.fx.wrap("gathered_dots")
 
-# Up to this many relations, in-batch negatives are scored with one GEMM over all relations'
-# candidates (B x R*N scores, R*N/N = R times the needed ones, but at GEMM speed); beyond, per edge.
+# Up to this many relations, in-batch negatives are scored with one GEMM against all relations'
+# candidates (B x R*N scores: R times more than needed, but at GEMM speed); beyond, per edge.
 SCORE_ALL_RELATIONS_UP_TO = 32
 
 # The relation vectors' parameter name (the original's).
@@ -84,8 +84,6 @@ class TwhinModel(nn.Module):
             torch.tensor([self._operator_kinds.index(kind) for kind in kinds], dtype=torch.long),
             persistent=False,
         )
-        # Shared negatives are scored for all relations at once (B x R*N dot products: a GEMM, the
-        # fastest on few relations) or per edge (B x N, gathered: cheaper with many relations).
         self._score_all_relations = len(model_config.relations) <= SCORE_ALL_RELATIONS_UP_TO
         self.all_trans_embs: Optional[nn.Parameter] = None
         if any(operator.uses_relation_vector for operator in self._operators):
