@@ -23,23 +23,33 @@ def _protocol(path: str) -> str:
     return path.split("://", 1)[0] if "://" in path else "file"
 
 
+def _cannot_open(protocol: str, error: Exception) -> ImportError:
+    # OSError: pyarrow's HDFS client fails at construction without libjvm, listing every path it
+    # tried; the first line says what is wrong.
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    package = _PROTOCOL_PACKAGES.get(protocol)
+    hint = f"install '{package}' into the environment (.venv/bin/pip install {package.split()[0]})" if package else (
+        "check the path's protocol spelling")
+    return ImportError(f"cannot open '{protocol}://' paths: {reason}. To use them, {hint}.")
+
+
 @functools.lru_cache(maxsize=None)
-def _filesystem_for(protocol: str) -> fsspec.AbstractFileSystem:
-    try:
-        return fsspec.filesystem(protocol)
-    except (ImportError, ValueError, OSError) as error:
-        # OSError: pyarrow's HDFS client fails at construction without libjvm, listing every path
-        # it tried; the first line says what is wrong.
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        package = _PROTOCOL_PACKAGES.get(protocol)
-        hint = f"install '{package}' into the environment (.venv/bin/pip install {package.split()[0]})" if package else (
-            "check the path's protocol spelling")
-        raise ImportError(f"cannot open '{protocol}://' paths: {reason}. To use them, {hint}.") from error
+def _local_filesystem() -> fsspec.AbstractFileSystem:
+    return fsspec.filesystem("file")
 
 
 def infer_fs(path: str) -> fsspec.AbstractFileSystem:
-    """The file system that serves `path` (a plain path or `file://` is local)."""
-    return _filesystem_for(_protocol(path))
+    """The file system that serves `path` (a plain path or `file://` is local). Options a URL carries
+    (an HDFS namenode's host and port, a user) configure it; fsspec caches one instance per set of
+    options."""
+    protocol = _protocol(path)
+    if protocol == "file":
+        return _local_filesystem()
+    try:
+        filesystem, _ = fsspec.core.url_to_fs(path)
+    except (ImportError, ValueError, OSError) as error:
+        raise _cannot_open(protocol, error) from error
+    return filesystem
 
 
 def is_local_fs(fs: fsspec.AbstractFileSystem) -> bool:

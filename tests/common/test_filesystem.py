@@ -96,3 +96,28 @@ def test_missing_s3_package_is_named():
 def test_unknown_protocol_suggests_checking_the_spelling():
     with pytest.raises(ImportError, match=r"cannot open 'gz://' paths: .*check the path's protocol spelling"):
         filesystem.infer_fs("gz://bucket/file")
+
+
+class _UrlOptionsFileSystem(MemoryFileSystem):
+    """A memory file system that, like HDFS, takes its host and port from the URL."""
+
+    protocol = "tmlhosts"
+    cachable = False
+
+    def __init__(self, host: str = "", port: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.host, self.port = host, port
+
+    @staticmethod
+    def _get_kwargs_from_urls(path: str) -> dict:
+        netloc = path.split("://", 1)[1].split("/", 1)[0]
+        host, _, port = netloc.partition(":")
+        return {"host": host, "port": int(port or 0)}
+
+
+def test_options_in_the_url_reach_the_file_system():
+    fsspec.register_implementation("tmlhosts", _UrlOptionsFileSystem, clobber=True)
+    first = filesystem.infer_fs("tmlhosts://namenode-a:9000/data/part-0.parquet")
+    second = filesystem.infer_fs("tmlhosts://namenode-b:8020/data/part-0.parquet")
+    assert (first.host, first.port) == ("namenode-a", 9000)
+    assert (second.host, second.port) == ("namenode-b", 8020)  # not the first one's, cached by protocol
