@@ -207,6 +207,7 @@ def training_config_arguments(training: Any) -> dict[str, Any]:
         initial_checkpoint_dir=training.initial_checkpoint_dir,
         gradient_accumulation=training.gradient_accumulation,
         checkpoint_max_to_keep=training.checkpoint_max_to_keep,
+        async_checkpointing=training.async_checkpointing,
     )
 
 
@@ -231,6 +232,7 @@ def train(
     tables_to_log: Optional[list[str]] = None,
     checkpoint_max_to_keep: Optional[int] = None,
     evaluation: Optional[EvaluationPlan] = None,
+    async_checkpointing: bool = False,
 ) -> TrainResult:
     """Train for exactly `train_steps` optimizer steps, resuming from the newest checkpoint.
 
@@ -243,7 +245,7 @@ def train(
     state: dict[str, Any] = {"model": model, "optimizer": optimizer, "train_state": train_state}
     if scheduler is not None:
         state["scheduler"] = scheduler
-    checkpoints = CheckpointManager(save_dir, max_to_keep=checkpoint_max_to_keep)
+    checkpoints = CheckpointManager(save_dir, max_to_keep=checkpoint_max_to_keep, async_save=async_checkpointing)
     make_logger = logger_initializer or _summary_logger_factory(save_dir)
     train_logger = make_logger("train")
 
@@ -317,6 +319,7 @@ def train(
     if train_state.step > start_step and train_state.step % checkpoint_frequency != 0 and train_state.step != train_steps:
         average_buffers_across_ranks(model)
         checkpoints.save(train_state.step, state)  # the data ended early: keep what was trained
+    checkpoints.wait()  # the last checkpoint is published before train returns
     runner.detach()  # callers may call the model directly again
     train_logger.close()
     return TrainResult(train_state.step - start_step, train_state.step, last_loss, eval_results)

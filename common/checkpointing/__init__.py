@@ -6,6 +6,7 @@ from tml.common.checkpointing.checkpoint_io import (
     read_metadata,
     restore,
     save_state,
+    save_state_async,
 )
 from tml.common.checkpointing.layout import (
     checkpoints_iterator,
@@ -33,6 +34,7 @@ __all__ = [
     "read_metadata",
     "restore",
     "save_state",
+    "save_state_async",
     "step_from_checkpoint",
     "wait_for_evaluators",
 ]

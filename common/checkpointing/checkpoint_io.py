@@ -6,6 +6,7 @@ checkpoint loads into any world size and any sharding plan, and into a plain uns
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import Future
 from typing import Any, Iterator, Mapping, MutableMapping, Optional
 
 import torch
@@ -64,6 +65,22 @@ def save_state(path: str, state: Mapping[str, Any], no_dist: bool = False) -> No
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NO_DIST_WARNING)
         dcp.save(dict(state), storage_writer=storage_writer(path), no_dist=not _is_distributed(no_dist))
+
+
+def save_state_async(
+    path: str, state: Mapping[str, Any], process_group: Optional[dist.ProcessGroup] = None, no_dist: bool = False
+) -> "Future[Any]":
+    """`save_state` that returns once the state is copied to host memory and writes it in a background
+    thread; the future completes when the files are written. Training may change the state right
+    away. With several ranks, `process_group` must be a group used by nothing else meanwhile (the
+    writer thread's collectives would otherwise interleave with the training step's)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_NO_DIST_WARNING)
+        warnings.filterwarnings("ignore", message=".*async_save.*experimental.*")
+        return dcp.async_save(
+            dict(state), storage_writer=storage_writer(path), process_group=process_group,
+            no_dist=not _is_distributed(no_dist),
+        )
 
 
 # ---------------------------------------------------------------------------------------- optimizers

@@ -1,12 +1,14 @@
 """`CheckpointManager`: crash-safe checkpoints of a training run, named by completed steps."""
 from __future__ import annotations
 
+import dataclasses
+from concurrent.futures import Future
 from typing import Any, Callable, Mapping, MutableMapping, Optional
 
 import torch.distributed as dist
 
 from tml.common.checkpointing import layout
-from tml.common.checkpointing.checkpoint_io import restore, save_state
+from tml.common.checkpointing.checkpoint_io import restore, save_state, save_state_async
 from tml.common.device import get_rank, get_world_size
 from tml.common.filesystem import infer_fs
 from tml.ml_logging.torch_logging import logging
@@ -40,6 +42,14 @@ def _on_chief(action: Callable[[], None], what: str) -> None:
         raise RuntimeError(f"{what} failed on rank 0: {failure}") from error
 
 
+@dataclasses.dataclass
+class _PendingSave:
+    step: int
+    temporary: str
+    final: str
+    written: "Future[Any]"
+
+
 class CheckpointManager:
     """Saves and restores checkpoints under `save_dir`, keeping the newest `max_to_keep` (all if None).
 
@@ -48,13 +58,24 @@ class CheckpointManager:
     checkpoints, so a crash at any point never leaves a broken "latest" (even where a rename is not
     atomic, as on object stores). Pruning deletes only complete checkpoints older than the kept ones;
     temporary and unmarked directories are never deleted (they may be another save in progress).
+
+    With `async_save` (the original's asynchronous snapshots), `save` returns once the state is
+    copied to host memory; the files are written in a background thread, and the checkpoint is
+    published (renamed and marked) by the next `save`, `restore` or `wait`: call `wait()` when
+    training ends. A crash before that leaves the previous checkpoint as the latest.
     """
 
-    def __init__(self, save_dir: str, max_to_keep: Optional[int] = None) -> None:
+    def __init__(self, save_dir: str, max_to_keep: Optional[int] = None, async_save: bool = False) -> None:
+        """All ranks construct it (with `async_save` and several ranks it creates a process group)."""
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"max_to_keep must be at least 1 (or None to keep all), got {max_to_keep}")
         self.save_dir = save_dir
         self.max_to_keep = max_to_keep
+        self.async_save = async_save
+        self._pending: Optional[_PendingSave] = None
+        # The writer thread's collectives get a group of their own: on the default group they could
+        # interleave with the training step's (sharded lookups, gradient all-reduce) and deadlock.
+        self._writer_group = dist.new_group(backend="gloo") if async_save and _is_distributed() else None
 
     def path_for(self, step: int) -> str:
         return layout.checkpoint_path(self.save_dir, step)
@@ -74,11 +95,13 @@ class CheckpointManager:
         """Write `state` as the checkpoint of `step` (completed training steps); all ranks call this.
 
         Values of `state` are objects with state_dict()/load_state_dict() (model, optimizer, LR
-        scheduler, GradScaler, TrainState) or plain picklable values. Returns the checkpoint path.
-        An existing checkpoint of the same step is replaced.
+        scheduler, GradScaler, TrainState) or plain picklable values. Returns the checkpoint path
+        (with `async_save`, the path it gets when published). An existing checkpoint of the same
+        step is replaced.
         """
         if step < 0:
             raise ValueError(f"checkpoint step must be >= 0, got {step}")
+        self.wait()  # one save in flight at a time, published in order
         fs = infer_fs(self.save_dir)
         temporary = layout.temporary_path(self.save_dir, step)
         final = self.path_for(step)
@@ -88,6 +111,29 @@ class CheckpointManager:
             if fs.exists(temporary):  # left by an interrupted save of this very step
                 fs.rm(temporary, recursive=True)
 
+        _on_chief(prepare, f"preparing {temporary}")
+        _barrier()
+        if self.async_save:
+            written = save_state_async(temporary, state, process_group=self._writer_group)
+            self._pending = _PendingSave(step, temporary, final, written)
+            logging.info(f"writing checkpoint {final} in the background")
+            return final
+        save_state(temporary, state)
+        self._publish(step, temporary, final)
+        return final
+
+    def wait(self) -> Optional[str]:
+        """Finish and publish the save in flight, if any (all ranks call this); its path, else None."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return None
+        pending.written.result()  # a failed write raises here, and nothing is published
+        self._publish(pending.step, pending.temporary, pending.final)
+        return pending.final
+
+    def _publish(self, step: int, temporary: str, final: str) -> None:
+        fs = infer_fs(self.save_dir)
+
         def publish() -> None:
             if fs.exists(final):
                 layout.delete_checkpoint(final)
@@ -95,13 +141,9 @@ class CheckpointManager:
             layout.write_complete_marker(final, step, get_world_size())
             self._prune()
 
-        _on_chief(prepare, f"preparing {temporary}")
-        _barrier()
-        save_state(temporary, state)
         _barrier()
         _on_chief(publish, f"publishing checkpoint {final}")
         logging.info(f"saved checkpoint {final}")
-        return final
 
     def _prune(self) -> None:
         if self.max_to_keep is None:
@@ -113,5 +155,6 @@ class CheckpointManager:
 
     def restore(self, checkpoint: str, state: MutableMapping[str, Any]) -> None:
         """Load `checkpoint` into `state` in place (see `checkpoint_io.restore`)."""
+        self.wait()
         restore(checkpoint, state)
         logging.info(f"restored {sorted(state)} from {checkpoint}")

@@ -37,6 +37,12 @@ class TrainingConfig(BaseConfig):
     checkpoint_max_to_keep: Optional[PositiveInt] = pydantic.Field(
         None, description="Keep only this many newest checkpoints; None keeps all."
     )
+    async_checkpointing: bool = pydantic.Field(
+        False,
+        description="Write checkpoints in a background thread (the original's asynchronous snapshots): "
+        "training continues once the state is copied to host memory, and a checkpoint is published "
+        "when the next one starts or training ends.",
+    )
     train_log_every_n: PositiveInt = pydantic.Field(
         1000, description="Log loss and throughput every this many training steps."
     )

@@ -54,14 +54,36 @@ def test_train_runs_exactly_the_steps_and_learns(process_group, tmp_path):
     assert result.last_loss is not None and final < 0.6, final  # chance level is ~0.69
 
 
-def test_resume_continues_after_the_last_checkpoint_and_skips_when_done(process_group, tmp_path):
-    _train(tmp_path, 20, StreamDataset(batch_size=32), checkpoint_frequency=10)
+@pytest.mark.parametrize("async_checkpointing", [False, True])
+def test_resume_continues_after_the_last_checkpoint_and_skips_when_done(process_group, tmp_path, async_checkpointing):
+    _train(tmp_path, 20, StreamDataset(batch_size=32), checkpoint_frequency=10, async_checkpointing=async_checkpointing)
+    assert [step_from_checkpoint(c) for c in get_checkpoints(str(tmp_path))] == [10, 20]  # all published
     dataset = CountingDataset(batch_size=32)
-    _, _, result = _train(tmp_path, 30, dataset, checkpoint_frequency=10)
+    _, _, result = _train(tmp_path, 30, dataset, checkpoint_frequency=10, async_checkpointing=async_checkpointing)
     assert result.steps_run == 10 and result.final_step == 30
     assert dataset.served == 20 + 10 + 1  # 20 skipped, 10 trained, 1 read ahead
     _, _, again = _train(tmp_path, 30, StreamDataset(batch_size=32))
     assert again.steps_run == 0 and again.final_step == 30
+
+
+def test_async_checkpoints_hold_the_same_state_as_synchronous_ones(process_group, tmp_path):
+    from tml.common.checkpointing import restore
+
+    runs = {}
+    for mode in (False, True):
+        torch.manual_seed(0)
+        model, _, _ = _train(tmp_path / str(mode), 30, StreamDataset(batch_size=32), async_checkpointing=mode)
+        restored, _ = build_trainable()
+        restore(str(tmp_path / str(mode) / "20"), {"model": restored})
+        runs[mode] = (model.state_dict(), restored.state_dict())
+    def local(value):  # sharded tables: this rank's shard
+        return value.local_shards()[0].tensor if hasattr(value, "local_shards") else value
+
+    for name, value in runs[False][0].items():
+        torch.testing.assert_close(local(runs[True][0][name]), local(value))  # training is not disturbed
+        torch.testing.assert_close(local(runs[True][1][name]), local(runs[False][1][name]))  # nor step 20's save
+    assert not torch.equal(local(runs[True][1]["ebc.embedding_bags.t_user.weight"]),
+                           local(runs[True][0]["ebc.embedding_bags.t_user.weight"]))
 
 
 def test_max_to_keep_and_final_checkpoint_off_the_grid(process_group, tmp_path):

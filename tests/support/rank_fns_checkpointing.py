@@ -75,3 +75,26 @@ def restore_into_bigger_tables(rank: int, world_size: int, checkpoint: str) -> s
     except CheckpointMismatchError as error:
         return str(error)
     return "no error"
+
+
+def async_save_while_training(rank: int, world_size: int, save_dir: str) -> dict[str, Any]:
+    """2 ranks: save asynchronously, keep training (sharded lookups and gradient all-reduce run on
+    the default group while the writer thread uses its own), then publish and restore."""
+    model, optimizer = build_sharded("table_wise", seed=0)
+    train_steps(model, optimizer, range(1, SAVE_AT + 1), rank)
+    manager = CheckpointManager(save_dir, async_save=True)
+    saved = model_checksums(model.state_dict())
+    path = manager.save(SAVE_AT, {"model": model, "optimizer": optimizer})
+    published_before_wait = manager.latest()
+    train_steps(model, optimizer, _later_steps(), rank)
+    manager.wait()
+    fresh, fresh_optimizer = build_sharded("table_wise", seed=123)
+    restore(path, {"model": fresh, "optimizer": fresh_optimizer})
+    return {
+        "path": path,
+        "published_before_wait": published_before_wait,
+        "latest": manager.latest(),
+        "saved": saved,
+        "restored": model_checksums(fresh.state_dict()),
+        "trained_on": model_checksums(model.state_dict()),
+    }

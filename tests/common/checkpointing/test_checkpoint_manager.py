@@ -165,3 +165,48 @@ def test_file_url(tmp_path):
     restored = _state(0.0)
     manager.restore(manager.latest(), restored)
     assert restored["model"].weight.tolist() == [[7.0, 7.0]]
+
+
+def test_async_save_publishes_the_state_as_it_was_when_saved(tmp_path):
+    manager = CheckpointManager(str(tmp_path), async_save=True)
+    state = _state(3.0)
+    path = manager.save(3, state)
+    assert path == f"{tmp_path}/3"
+    assert manager.latest() is None  # written in the background, published by wait()
+    with torch.no_grad():
+        state["model"].weight.fill_(-1.0)  # training goes on meanwhile
+    state["train_state"].step = 4
+    assert manager.wait() == path and manager.wait() is None
+    assert manager.latest() == path and not (tmp_path / ".tmp-3").exists()
+    restored = _state(0.0)
+    manager.restore(path, restored)
+    assert restored["model"].weight.tolist() == [[3.0, 3.0]] and restored["train_state"].step == 3
+
+
+def test_the_next_async_save_publishes_the_previous_one_first(tmp_path):
+    manager = CheckpointManager(str(tmp_path), async_save=True, max_to_keep=1)
+    manager.save(1, _state(1.0))
+    manager.save(2, _state(2.0))
+    assert manager.latest() == f"{tmp_path}/1"  # 2 still in flight
+    manager.wait()
+    assert get_checkpoints(str(tmp_path)) == [f"{tmp_path}/2"]  # 1 pruned once 2 was published
+
+
+def test_a_failed_async_write_publishes_nothing(tmp_path, monkeypatch):
+    from concurrent.futures import Future
+
+    manager = CheckpointManager(str(tmp_path), async_save=True)
+    manager.save(1, _state(1.0))
+    manager.wait()
+
+    def failing_write(path, state, process_group=None):
+        os.makedirs(path)
+        written = Future()
+        written.set_exception(OSError("disk full"))
+        return written
+
+    monkeypatch.setattr(manager_module, "save_state_async", failing_write)
+    manager.save(2, _state(2.0))
+    with pytest.raises(OSError, match="disk full"):
+        manager.wait()
+    assert manager.latest() == f"{tmp_path}/1" and (tmp_path / ".tmp-2").exists()

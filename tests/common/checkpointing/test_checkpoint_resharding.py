@@ -8,6 +8,7 @@ from tml.common.testing_utils import run_on_ranks
 from rank_fns_checkpointing import (
     EVAL_SEEDS,
     SAVE_AT,
+    async_save_while_training,
     restore_and_continue,
     restore_into_bigger_tables,
     save_then_continue,
@@ -68,3 +69,10 @@ def test_other_table_sizes_fail_clearly_on_every_rank(saved):
     messages = run_on_ranks(restore_into_bigger_tables, 2, saved[0]["path"], timeout_s=120)
     for message in messages:
         assert "tensor 'model.embeddings.ebc.embedding_bags.t0.weight' has shape (16, 8) in the checkpoint but (20, 8) here" in message
+
+
+def test_two_ranks_save_asynchronously_while_training_on(tmp_path):
+    for result in run_on_ranks(async_save_while_training, 2, str(tmp_path), timeout_s=120):
+        assert result["published_before_wait"] is None and result["latest"] == result["path"]
+        assert result["restored"] == pytest.approx(result["saved"], rel=1e-6)  # the state at the save
+        assert result["trained_on"] != pytest.approx(result["saved"], rel=1e-6)

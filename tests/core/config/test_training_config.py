@@ -24,6 +24,7 @@ def test_training_defaults_match_the_original():
         "eval_timeout_in_s": 3600.0,
         "gradient_accumulation": None,
         "num_epochs": 1,
+        "async_checkpointing": False,  # ours: the original always snapshotted asynchronously
     }
     assert isinstance(TrainingConfig().eval_timeout_in_s, float)
 
