@@ -129,13 +129,8 @@ def edges_to_batch(
     lhs_negatives, rhs_negatives = (
         sample_relation_negatives(rels[:real], schema.num_relations, in_batch_negatives, rng) for _ in range(2)
     )
-    nodes = _nodes_kjt(
-        tables[0] if len(tables) == 1 else np.concatenate(tables),
-        (ids[0] if len(ids) == 1 else np.concatenate(ids)).astype(np.int64, copy=False),
-        schema.table_names,
-    )
     return EdgeBatch(
-        nodes=nodes,
+        nodes=_nodes_kjt(np.concatenate(tables), np.concatenate(ids).astype(np.int64, copy=False), schema.table_names),
         labels=torch.ones(size, dtype=torch.float32),
         rels=torch.from_numpy(rels),
         weights=torch.from_numpy(edges.weight.astype(np.float32, copy=False)),
