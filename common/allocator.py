@@ -57,8 +57,8 @@ def keep_arrow_freed_memory() -> bool:
     mimalloc hands memory freed across threads back to the kernel, and each pass faulted ~30,000
     pages in again (a third of the pass in kernel time); kept, next to none (loader rows/s +30-50%).
     mimalloc reads its options once, when pyarrow loads it, so call this before anything imports
-    pyarrow (entry points do it first thing); later it is a no-op returning False. A value already
-    set in the environment wins.
+    pyarrow (importing `tml.projects.home.recap` does); later it is a no-op returning False. A
+    value already set in the environment wins.
     """
     if "pyarrow" in sys.modules:
         return False

@@ -12,7 +12,6 @@ from typing import Iterator, Mapping, Optional
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from tml.projects.home.recap.data.arrow_columns import Column, JaggedColumn
 from tml.projects.home.recap.data.parquet_reader import Chunk
