@@ -48,6 +48,16 @@ class GraphSchema:
         """[R, 2] table index of (lhs, rhs) per relation (read-only: built once, used every batch)."""
         return self._relation_tables
 
+    def max_lookups_per_table(self, lookups_per_side: int) -> int:
+        """Most lookups one table can get in a batch with `lookups_per_side` on each side: twice as
+        many for a table that is the lhs of one relation and the rhs of one (the same or another)."""
+        return lookups_per_side * self._most_sides
+
+    @functools.cached_property
+    def _most_sides(self) -> int:
+        lhs, rhs = set(self.relation_lhs), set(self.relation_rhs)
+        return max(((t in lhs) + (t in rhs) for t in range(len(self.table_names))), default=1)
+
     def sizes_array(self) -> np.ndarray:
         """[T] rows per table (read-only)."""
         return self._sizes

@@ -11,6 +11,7 @@ from typing import Callable, Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from tml.common.modules.embedding.embedding import LargeEmbeddings
@@ -51,10 +52,11 @@ def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return rows.index_select(0, index.reshape(-1)).view(index.shape + rows.shape[-1:])
 
 
-def _dots(candidates: torch.Tensor, query: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """[B * k] scores candidates[b, i] . query[b] + bias[b]. A product and a sum: einsum would run B
+def _dots(candidates: torch.Tensor, query: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """[B, k] scores candidates[b, i] . query[b] + bias[b]. A product and a sum: einsum would run B
     tiny matrix products (bmm), about three times slower on CPU."""
-    return ((candidates * query.unsqueeze(1)).sum(-1) + bias.unsqueeze(1)).reshape(-1)
+    scores = (candidates * query.unsqueeze(1)).sum(-1)
+    return scores if bias is None else scores + bias.unsqueeze(1)
 
 
 class TwhinModel(nn.Module):
@@ -85,6 +87,7 @@ class TwhinModel(nn.Module):
             persistent=False,
         )
         self._score_all_relations = len(model_config.relations) <= SCORE_ALL_RELATIONS_UP_TO
+        self._num_tables = len(self.table_names)
         self.all_trans_embs: Optional[nn.Parameter] = None
         if any(operator.uses_relation_vector for operator in self._operators):
             initial = torch.stack([OPERATORS[kind].initial_relation_vector(self.embedding_dim) for kind in kinds])
@@ -92,8 +95,11 @@ class TwhinModel(nn.Module):
             self.all_trans_embs = nn.Parameter(initial.to(dense_device or "cpu"))
 
     # The two query builders are shared by training and link-prediction evaluation.
-    def _query(self, nodes: torch.Tensor, rels: torch.Tensor, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _query(self, nodes: torch.Tensor, rels: torch.Tensor, side: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(q, b) for one side; b is None where every operator's bias is zero (no op spent on it)."""
         relation = _gather(self.all_trans_embs, rels) if self.all_trans_embs is not None else None
+        if len(self._operators) == 1:
+            return getattr(self._operators[0], f"{side}_query")(nodes, relation)
         query, bias = None, None
         for index, operator in enumerate(self._operators):
             this_query, this_bias = getattr(operator, f"{side}_query")(nodes, relation)
@@ -110,83 +116,65 @@ class TwhinModel(nn.Module):
 
     def tail_query(self, lhs: torch.Tensor, rels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(q, b) with score(lhs, rel, x) = x . q + b, for [..., D] lhs rows and [...] relations."""
-        return self._query(lhs, rels, "tail")
+        query, bias = self._query(lhs, rels, "tail")
+        return query, bias if bias is not None else lhs.new_zeros(lhs.shape[:-1])
 
     def head_query(self, rhs: torch.Tensor, rels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(q, b) with score(x, rel, rhs) = x . q + b."""
-        return self._query(rhs, rels, "head")
+        query, bias = self._query(rhs, rels, "head")
+        return query, bias if bias is not None else rhs.new_zeros(rhs.shape[:-1])
 
     def score(self, lhs: torch.Tensor, rels: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
         query, bias = self.tail_query(lhs, rels)
         return (rhs * query).sum(-1) + bias
 
     def node_embeddings(self, batch: EdgeBatch) -> torch.Tensor:
-        """[lookups, D]: each lookup's row. Every lookup hits exactly one table (the others pool an
-        empty bag to 0), so summing the tables' outputs, taken by name, gives the row."""
-        pooled = self.large_embeddings(batch.nodes).to_dict()
-        rows = pooled[self.table_names[0]]
-        for name in self.table_names[1:]:
-            rows = rows + pooled[name]
-        return rows.float()  # fp16 tables score in fp32, like the relation vectors
+        """[lookups, D]: each lookup's row, from the pooled output in the batch's compact layout
+        (see `EdgeBatch`): taken by position, since every table has the same dim."""
+        pooled = self.large_embeddings(batch.nodes).values()
+        if self._num_tables > 1:
+            pooled = pooled.reshape(-1, self.embedding_dim).index_select(0, batch.lookup_rows)
+        return pooled.float()  # fp16 tables score in fp32, like the relation vectors
 
     def _in_batch_scores(
-        self, rows: torch.Tensor, negatives: torch.Tensor, rels: torch.Tensor, query: torch.Tensor, bias: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """([B, N] scores, [B, N] exists) of each edge against its relation's shared negatives
-        (`negatives` [R, N]: edge indices into `rows`, -1 = none; an edge is never its own negative)."""
-        count = negatives.shape[1]
-        mine = negatives.index_select(0, rels)  # [B, N]
-        edges = torch.arange(rels.shape[0], device=rels.device).unsqueeze(1)
-        exists = (mine >= 0) & (mine != edges)
+        self, rows: torch.Tensor, negatives: torch.Tensor, rels: torch.Tensor, query: torch.Tensor, bias: Optional[torch.Tensor]
+    ) -> torch.Tensor:
+        """[B, N] scores of each edge against its relation's shared negatives (`negatives` [R, N]:
+        edge indices into `rows`, -1 = none; those, and an edge's own index, weigh 0 in the loss)."""
         if self._score_all_relations:
             # Every edge against every relation's candidates in one GEMM, then each edge's own block.
-            candidates = rows.index_select(0, negatives.clamp(min=0).reshape(-1))  # [R * N, D]
-            block = rels.unsqueeze(1) * count + torch.arange(count, device=rels.device)
-            scores = (query @ candidates.T).gather(1, block)
+            num_relations, count = negatives.shape
+            candidates = rows.index_select(0, negatives.clamp(min=0).view(-1))  # [R * N, D]
+            all_scores = (query @ candidates.T).view(query.shape[0], num_relations, count)
+            scores = all_scores.gather(1, rels.view(-1, 1, 1).expand(query.shape[0], 1, count)).squeeze(1)
         else:
-            scores = gathered_dots(rows, mine.clamp(min=0), query)
-        return scores + bias.unsqueeze(1), exists
+            scores = gathered_dots(rows, negatives.index_select(0, rels).clamp(min=0), query)
+        return scores if bias is None else scores + bias.unsqueeze(1)
 
     def forward(self, batch: EdgeBatch) -> dict[str, torch.Tensor]:
-        # No Python branch may depend on the batch: torchrec's pipelines trace this forward with
-        # torch.fx to find the embedding lookups. Empty negative groups (N or G = 0) just add nothing.
+        # torchrec's pipelines trace this forward with torch.fx (only to find the embedding lookups):
+        # while tracing no branch may depend on the batch, so the global-negative scores, skipped
+        # when a batch has none, are always in the traced graph.
         rows = self.node_embeddings(batch)
-        size, dim = batch.rels.shape[0], self.embedding_dim
-        global_negatives = (rows.shape[0] // size - 2) // 2
-        lhs, rhs = rows[: 2 * size].view(size, 2, dim).unbind(1)
-        tail_query, tail_bias = self.tail_query(lhs, batch.rels)
-        head_query, head_bias = self.head_query(rhs, batch.rels)
-        sampled = rows[2 * size :].view(2, size, global_negatives, dim)
-
-        # Scores [B, k] of each kind of negative: in-batch lhs-side and rhs-side (rows of other edges
-        # of the relation in this batch), global lhs-side and rhs-side (uniform ids of the table).
-        in_batch_lhs, lhs_exists = self._in_batch_scores(lhs, batch.lhs_negatives, batch.rels, head_query, head_bias)
-        in_batch_rhs, rhs_exists = self._in_batch_scores(rhs, batch.rhs_negatives, batch.rels, tail_query, tail_bias)
-        negative_logits = [
-            in_batch_lhs.reshape(-1),
-            in_batch_rhs.reshape(-1),
-            _dots(sampled[0], head_query, head_bias),
-            _dots(sampled[1], tail_query, tail_bias),
+        size = batch.rels.shape[0]
+        lhs, rhs, sampled = rows.split([size, size, rows.shape[0] - 2 * size])
+        tail_query, tail_bias = self._query(lhs, batch.rels, "tail")
+        head_query, head_bias = self._query(rhs, batch.rels, "head")
+        positives = (rhs * tail_query).sum(-1)
+        logits = [
+            positives if tail_bias is None else positives + tail_bias,
+            self._in_batch_scores(lhs, batch.lhs_negatives, batch.rels, head_query, head_bias),
+            self._in_batch_scores(rhs, batch.rhs_negatives, batch.rels, tail_query, tail_bias),
         ]
-        exists = [
-            lhs_exists.to(rows.dtype),
-            rhs_exists.to(rows.dtype),
-            rows.new_ones(sampled.shape[1:3]),
-            rows.new_ones(sampled.shape[1:3]),
-        ]
-        positive_weights = batch.weights.to(rows.dtype)
-        per_edge = exists[0].sum(1) + exists[1].sum(1) + exists[2].sum(1) + exists[3].sum(1)
-        share = torch.where(per_edge > 0, positive_weights / per_edge.clamp(min=1), torch.zeros_like(per_edge))
-        logits = [(rhs * tail_query).sum(-1) + tail_bias] + negative_logits
-        weights = [positive_weights] + [(mask * share.unsqueeze(1)).reshape(-1) for mask in exists]
-        labels = [batch.labels.to(rows.dtype)] + [torch.zeros_like(mask).reshape(-1) for mask in exists]
-        all_logits = torch.cat(logits)
-        return {
-            "logits": all_logits,
-            "probabilities": torch.sigmoid(all_logits),
-            "labels": torch.cat(labels),
-            "weights": torch.cat(weights),
-        }
+        if is_fx_symbolic_tracing() or sampled.shape[0] > 0:
+            # [2, B, G, D]: uniform rows of the lhs table, then of the rhs table, G per edge.
+            sampled = sampled.view(2, size, -1, sampled.shape[-1])
+            logits += [_dots(sampled[0], head_query, head_bias), _dots(sampled[1], tail_query, tail_bias)]
+        all_logits = torch.cat([scores.reshape(-1) for scores in logits])
+        outputs = {"logits": all_logits, "labels": batch.pair_labels, "weights": batch.pair_weights}
+        if not self.training:  # metrics read them; the training step needs none
+            outputs["probabilities"] = torch.sigmoid(all_logits)
+        return outputs
 
 
 def apply_optimizers(model: TwhinModel, model_config: TwhinModelConfig) -> None:

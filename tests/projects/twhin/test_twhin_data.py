@@ -2,6 +2,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from tml.projects.twhin.data.config import TwhinDataConfig
 from tml.projects.twhin.data.data import create_dataset
@@ -34,35 +37,43 @@ def three_files(tmp_path):
     return str(tmp_path / "*")
 
 
-def test_kjt_interleaves_lhs_rhs_and_groups_by_table():
+def test_kjt_holds_each_tables_lookups_compactly():
     schema = GraphSchema.build({"user": 4, "author": 4}, [("likes", "user", "author"), ("follows", "user", "user")])
     edges = EdgeArrays.from_lists(lhs=[0, 2, 2, 3], rel=[0, 1, 0, 0], rhs=[3, 1, 1, 0])
     batch = edges_to_batch(edges, schema)
     assert batch.labels.tolist() == [1, 1, 1, 1]
     assert batch.nodes.keys() == ["user", "author"]
-    assert batch.nodes.stride() == 8
-    # lookups: u0 a3 | u2 u1 | u2 a1 | u3 a0  -> user lookups in order, then author lookups
-    assert batch.nodes["user"].values().tolist() == [0, 2, 1, 2, 3]
+    # lookups: lhs u0 u2 u2 u3 | rhs a3 u1 a1 a0 -> 5 user lookups, 3 author lookups, in lookup order
+    assert batch.nodes["user"].values().tolist() == [0, 2, 2, 3, 1]
     assert batch.nodes["author"].values().tolist() == [3, 1, 0]
-    assert batch.nodes["user"].lengths().tolist() == [1, 0, 1, 1, 1, 0, 1, 0]
+    assert batch.nodes.stride() == 8  # "user" is an lhs and an rhs: it may get all 2B lookups
+    assert batch.nodes["user"].lengths().tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+    assert batch.nodes["author"].lengths().tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    # row of lookup i in the pooled [stride, T * D] output viewed as [stride * T, D]: position * T + table
+    assert batch.lookup_rows.tolist() == [0, 2, 4, 6, 1, 8, 3, 5]
+    tables, ids = batch.lookups()
+    assert tables.tolist() == [0, 0, 0, 0, 1, 0, 1, 1] and ids.tolist() == [0, 2, 2, 3, 3, 1, 1, 0]
+    assert [ids.tolist() for ids in batch.edge_nodes()] == [[0, 2, 2, 3], [3, 1, 1, 0]]
     assert batch.weights.tolist() == [1, 1, 1, 1]
     assert batch.rels.tolist() == [0, 1, 0, 0]
 
 
-def test_global_negatives_come_from_each_sides_table():
-    edges = EdgeArrays.from_lists(lhs=[1, 2, 3], rel=[0, 1, 0], rhs=[5, 6, 7])
-    batch = edges_to_batch(edges, SCHEMA, global_negatives=50, rng=np.random.default_rng(0))
-    assert batch.nodes.stride() == 2 * 3 + 2 * 3 * 50
-    assert batch.global_negatives == 50
-    lengths = batch.nodes.lengths().view(2, -1)  # [table, lookup]
-    assert (lengths.sum(0) == 1).all()
-    table_of_lookup = lengths.argmax(0)
-    lhs_side = table_of_lookup[6 : 6 + 150].view(3, 50)
-    rhs_side = table_of_lookup[6 + 150 :].view(3, 50)
-    assert (lhs_side == 0).all()  # every relation's lhs is a user
-    assert rhs_side[0].eq(1).all() and rhs_side[1].eq(0).all() and rhs_side[2].eq(1).all()
-    tweets = batch.nodes["tweet"].values()
-    assert tweets.max() < 24 and len(set(tweets.tolist())) > 10
+def test_pooled_rows_follow_lookup_rows():
+    """Pooling the KJT with an EmbeddingBagCollection and taking `lookup_rows` gives each lookup's row."""
+    schema = GraphSchema.build({"user": 5, "author": 3}, [("likes", "user", "author"), ("follows", "user", "user")])
+    edges = EdgeArrays.from_lists(lhs=[0, 2, 4, 3, 1], rel=[0, 1, 0, 1, 1], rhs=[2, 1, 0, 4, 0])
+    batch = edges_to_batch(edges, schema, global_negatives=3, rng=np.random.default_rng(0))
+    ebc = EmbeddingBagCollection(
+        tables=[EmbeddingBagConfig(name=name, num_embeddings=size, embedding_dim=4, feature_names=[name])
+                for name, size in (("user", 5), ("author", 3))]
+    )
+    pooled = ebc(batch.nodes).values()
+    rows = pooled.reshape(-1, 4).index_select(0, batch.lookup_rows)
+    tables, ids = batch.lookups()
+    weights = [ebc.embedding_bags["user"].weight, ebc.embedding_bags["author"].weight]
+    expected = torch.stack([weights[t][i] for t, i in zip(tables.tolist(), ids.tolist())])
+    torch.testing.assert_close(rows, expected)
+    assert rows.shape == (2 * 5 + 2 * 5 * 3, 4)
 
 
 def test_relation_negatives_are_the_relations_edges_without_replacement_when_possible():
@@ -119,7 +130,8 @@ def test_shuffle_is_seeded_per_epoch(three_files):
     unshuffled = next(iter(EdgesDataset(three_files, SCHEMA, 30, shuffle=False)))
     assert unshuffled.edge_nodes()[0].tolist() == list(range(30))
     tables, ids = unshuffled.lookups()
-    assert tables[:4].tolist() == [0, 1, 0, 0] and ids[:4].tolist() == [0, 0, 1, 1]  # fav 0->0, follow 1->1
+    first_two = torch.tensor([0, 30, 1, 31])  # lhs and rhs lookups of edges 0 and 1
+    assert tables[first_two].tolist() == [0, 1, 0, 0] and ids[first_two].tolist() == [0, 0, 1, 1]  # fav 0->0, follow 1->1
 
 
 def test_weight_column_is_used_when_present(tmp_path):
