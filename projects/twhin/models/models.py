@@ -18,14 +18,17 @@ from tml.common.modules.embedding.embedding import LargeEmbeddings
 from tml.core.optimizers import get_embedding_optimizer, get_learning_rate
 from tml.projects.twhin.data.edges import EdgeBatch
 from tml.projects.twhin.models.config import Operator, TwhinModelConfig
+from tml.projects.twhin.models.edge_scores import edge_scores
 from tml.projects.twhin.models.gathered_dots import gathered_dots
 from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
 
-# torchrec's pipelines trace the forward with torch.fx: the custom autograd function stays one call.
+# torchrec's pipelines trace the forward with torch.fx: the custom autograd functions stay one call.
 torch.fx.wrap("gathered_dots")
+torch.fx.wrap("edge_scores")
 
 # Up to this many relations, in-batch negatives are scored with one GEMM against all relations'
-# candidates (B x R*N scores: R times more than needed, but at GEMM speed); beyond, per edge.
+# candidates (B x R*N scores: R times more than needed, but at GEMM speed; `edge_scores`); beyond,
+# per edge (`gathered_dots`).
 SCORE_ALL_RELATIONS_UP_TO = 32
 
 # The relation vectors' parameter name (the original's).
@@ -139,16 +142,9 @@ class TwhinModel(nn.Module):
     def _in_batch_scores(
         self, rows: torch.Tensor, negatives: torch.Tensor, rels: torch.Tensor, query: torch.Tensor, bias: Optional[torch.Tensor]
     ) -> torch.Tensor:
-        """[B, N] scores of each edge against its relation's shared negatives (`negatives` [R, N]:
-        edge indices into `rows`, -1 = none; those, and an edge's own index, weigh 0 in the loss)."""
-        if self._score_all_relations:
-            # Every edge against every relation's candidates in one GEMM, then each edge's own block.
-            num_relations, count = negatives.shape
-            candidates = rows.index_select(0, negatives.clamp(min=0).view(-1))  # [R * N, D]
-            all_scores = (query @ candidates.T).view(query.shape[0], num_relations, count)
-            scores = all_scores.gather(1, rels.view(-1, 1, 1).expand(query.shape[0], 1, count)).squeeze(1)
-        else:
-            scores = gathered_dots(rows, negatives.index_select(0, rels).clamp(min=0), query)
+        """[B, N] scores of each edge against its relation's shared negatives, one gather per edge
+        (`negatives` [R, N]: edge indices into `rows`, -1 = none; those weigh 0 in the loss)."""
+        scores = gathered_dots(rows, negatives.index_select(0, rels).clamp(min=0), query)
         return scores if bias is None else scores + bias.unsqueeze(1)
 
     def forward(self, batch: EdgeBatch) -> dict[str, torch.Tensor]:
@@ -160,12 +156,18 @@ class TwhinModel(nn.Module):
         lhs, rhs, sampled = rows.split([size, size, rows.shape[0] - 2 * size])
         tail_query, tail_bias = self._query(lhs, batch.rels, "tail")
         head_query, head_bias = self._query(rhs, batch.rels, "head")
-        positives = (rhs * tail_query).sum(-1)
-        logits = [
-            positives if tail_bias is None else positives + tail_bias,
-            self._in_batch_scores(lhs, batch.lhs_negatives, batch.rels, head_query, head_bias),
-            self._in_batch_scores(rhs, batch.rhs_negatives, batch.rels, tail_query, tail_bias),
-        ]
+        if self._score_all_relations:
+            scores = edge_scores(
+                lhs, rhs, tail_query, tail_bias, head_query, head_bias, batch.rels, batch.lhs_negatives, batch.rhs_negatives
+            )
+            logits = [scores[0], scores[1], scores[2]]  # indexed: under fx tracing, `scores` cannot be iterated
+        else:
+            positives = (rhs * tail_query).sum(-1)
+            logits = [
+                positives if tail_bias is None else positives + tail_bias,
+                self._in_batch_scores(lhs, batch.lhs_negatives, batch.rels, head_query, head_bias),
+                self._in_batch_scores(rhs, batch.rhs_negatives, batch.rels, tail_query, tail_bias),
+            ]
         if is_fx_symbolic_tracing() or sampled.shape[0] > 0:
             # [2, B, G, D]: uniform rows of the lhs table, then of the rhs table, G per edge.
             sampled = sampled.view(2, size, -1, sampled.shape[-1])
