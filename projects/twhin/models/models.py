@@ -21,10 +21,12 @@ from tml.projects.twhin.models.config import Operator, TwhinModelConfig
 from tml.projects.twhin.models.edge_scores import edge_scores
 from tml.projects.twhin.models.gathered_dots import gathered_dots
 from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
+from tml.projects.twhin.models.take_rows import take_rows
 
 # torchrec's pipelines trace the forward with torch.fx: the custom autograd functions stay one call.
 torch.fx.wrap("gathered_dots")
 torch.fx.wrap("edge_scores")
+torch.fx.wrap("take_rows")
 
 # Up to this many relations, in-batch negatives are scored with one GEMM against all relations'
 # candidates (B x R*N scores: R times more than needed, but at GEMM speed; `edge_scores`); beyond,
@@ -132,12 +134,19 @@ class TwhinModel(nn.Module):
         return (rhs * query).sum(-1) + bias
 
     def node_embeddings(self, batch: EdgeBatch) -> torch.Tensor:
-        """[lookups, D]: each lookup's row, from the pooled output in the batch's compact layout
-        (see `EdgeBatch`): taken by position, since every table has the same dim."""
+        """[lookups, D]: each lookup's row (see `EdgeBatch` for their order)."""
+        return self._lookup_rows(batch, [batch.lookup_rows.shape[0]])[0]
+
+    def _lookup_rows(self, batch: EdgeBatch, sizes: list) -> tuple[torch.Tensor, ...]:
+        """The lookups' rows in consecutive parts of `sizes`, from the pooled output in the batch's
+        compact layout: taken by position, since every table has the same dim."""
         pooled = self.large_embeddings(batch.nodes).values()
         if self._num_tables > 1:
-            pooled = pooled.reshape(-1, self.embedding_dim).index_select(0, batch.lookup_rows)
-        return pooled.float()  # fp16 tables score in fp32, like the relation vectors
+            parts = take_rows(pooled.reshape(-1, self.embedding_dim), batch.lookup_rows, sizes)
+        else:
+            parts = pooled.split(sizes)
+        # Indexed, not iterated: under fx tracing `parts` is one proxy. fp16 tables score in fp32.
+        return tuple(parts[index].float() for index in range(len(sizes)))
 
     def _in_batch_scores(
         self, rows: torch.Tensor, negatives: torch.Tensor, rels: torch.Tensor, query: torch.Tensor, bias: Optional[torch.Tensor]
@@ -151,9 +160,8 @@ class TwhinModel(nn.Module):
         # torchrec's pipelines trace this forward with torch.fx (only to find the embedding lookups):
         # while tracing no branch may depend on the batch, so the global-negative scores, skipped
         # when a batch has none, are always in the traced graph.
-        rows = self.node_embeddings(batch)
         size = batch.rels.shape[0]
-        lhs, rhs, sampled = rows.split([size, size, rows.shape[0] - 2 * size])
+        lhs, rhs, sampled = self._lookup_rows(batch, [size, size, batch.lookup_rows.shape[0] - 2 * size])
         tail_query, tail_bias = self._query(lhs, batch.rels, "tail")
         head_query, head_bias = self._query(rhs, batch.rels, "head")
         if self._score_all_relations:
