@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from typing import Iterator, Optional
 
 import numpy as np
@@ -369,11 +370,16 @@ class EdgesDataset:
         return self._edges
 
     def batches(self, epoch: int = 0) -> Iterator[EdgeBatch]:
+        for chunk in self._chunks(epoch):
+            yield from chunk
+
+    def _chunks(self, epoch: int) -> Iterator[list[EdgeBatch]]:
+        """The epoch's batches, prepared (and handed over) a chunk at a time."""
         edges = self.edges()
         rng = np.random.default_rng([self.seed, epoch, self.rank])
         order = rng.permutation(len(edges)) if self.shuffle else np.arange(len(edges))
         # The whole epoch in batch order at once (positions past the end wrap around: padding);
-        # each batch is then a slice, not a gather of its own.
+        # each chunk of batches is then a slice, not a gather of its own.
         total = self.num_batches * self.batch_size
         epoch_edges = edges.take(np.resize(order, total))
         epoch_edges.weight[len(edges):] = 0.0  # the padding weighs nothing
@@ -381,7 +387,7 @@ class EdgesDataset:
         for start in range(0, total, chunk):
             real = int(np.clip(len(edges) - start, 0, chunk))
             chosen = epoch_edges.take(slice(start, start + chunk))
-            yield from edges_to_batches(
+            yield edges_to_batches(
                 chosen, self.schema, self.batch_size, self.in_batch_negatives, self.global_negatives, rng, real
             )
 
@@ -391,16 +397,19 @@ class EdgesDataset:
     def __len__(self) -> int:
         return self.num_batches
 
-    def _epochs(self, num_epochs: Optional[int]) -> Iterator[EdgeBatch]:
+    def _epoch_chunks(self, num_epochs: Optional[int]) -> Iterator[list[EdgeBatch]]:
         epoch = 0
         while num_epochs is None or epoch < num_epochs:
-            yield from self.batches(epoch)
+            yield from self._chunks(epoch)
             epoch += 1
 
     def dataloader(self, num_epochs: Optional[int] = 1) -> Iterator[EdgeBatch]:
-        """Batches of `num_epochs` epochs in a row (None: forever), each shuffled anew; `prefetch`
-        of them are prepared ahead in a background thread (the same stream as without)."""
+        """Batches of `num_epochs` epochs in a row (None: forever), each shuffled anew. With
+        `prefetch`, a background thread prepares the next chunk of batches (at least `prefetch`
+        batches) while training consumes the current one: the same stream as without, handed
+        over a chunk at a time, so the threads meet once per chunk, not once per step."""
+        chunks = self._epoch_chunks(num_epochs)
         if self.prefetch > 0:
             self.edges()  # read (and check) in this thread: a bad file fails here, not mid-training
-            return BackgroundIterator(self._epochs(num_epochs), depth=self.prefetch, name="tml-twhin-edges")
-        return self._epochs(num_epochs)
+            chunks = BackgroundIterator(chunks, depth=self.prefetch, name="tml-twhin-edges", weight=len)
+        return itertools.chain.from_iterable(chunks)

@@ -21,12 +21,13 @@ from tml.projects.twhin.models.config import Operator, TwhinModelConfig
 from tml.projects.twhin.models.edge_scores import edge_scores
 from tml.projects.twhin.models.gathered_dots import gathered_dots
 from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
-from tml.projects.twhin.models.take_rows import take_rows
+from tml.projects.twhin.models.pooled_rows import take_rows, take_side_blocks
 
 # torchrec's pipelines trace the forward with torch.fx: the custom autograd functions stay one call.
 torch.fx.wrap("gathered_dots")
 torch.fx.wrap("edge_scores")
 torch.fx.wrap("take_rows")
+torch.fx.wrap("take_side_blocks")
 
 # Up to this many relations, in-batch negatives are scored with one GEMM against all relations'
 # candidates (B x R*N scores: R times more than needed, but at GEMM speed; `edge_scores`); beyond,
@@ -93,6 +94,12 @@ class TwhinModel(nn.Module):
         )
         self._score_all_relations = len(model_config.relations) <= SCORE_ALL_RELATIONS_UP_TO
         self._num_tables = len(self.table_names)
+        # Every relation from one table to another one: lookups need no gather (see `_lookup_rows`).
+        lhs_tables = {self.table_names.index(relation.lhs) for relation in model_config.relations}
+        rhs_tables = {self.table_names.index(relation.rhs) for relation in model_config.relations}
+        self._side_tables: Optional[tuple[int, int]] = None
+        if len(lhs_tables) == 1 and len(rhs_tables) == 1 and lhs_tables != rhs_tables:
+            self._side_tables = (lhs_tables.pop(), rhs_tables.pop())
         self.all_trans_embs: Optional[nn.Parameter] = None
         if any(operator.uses_relation_vector for operator in self._operators):
             initial = torch.stack([OPERATORS[kind].initial_relation_vector(self.embedding_dim) for kind in kinds])
@@ -134,19 +141,24 @@ class TwhinModel(nn.Module):
         return (rhs * query).sum(-1) + bias
 
     def node_embeddings(self, batch: EdgeBatch) -> torch.Tensor:
-        """[lookups, D]: each lookup's row (see `EdgeBatch` for their order)."""
-        return self._lookup_rows(batch, [batch.lookup_rows.shape[0]])[0]
+        """[lookups, D]: each lookup's row, in lookup order (see `EdgeBatch`)."""
+        return torch.cat(self._edge_rows(batch))
 
-    def _lookup_rows(self, batch: EdgeBatch, sizes: list) -> tuple[torch.Tensor, ...]:
-        """The lookups' rows in consecutive parts of `sizes`, from the pooled output in the batch's
-        compact layout: taken by position, since every table has the same dim."""
+    def _edge_rows(self, batch: EdgeBatch) -> tuple[torch.Tensor, ...]:
+        """Rows of (lhs nodes [B], rhs nodes [B], lhs-side [B * G] and rhs-side [B * G] global
+        negatives), from the pooled output in the batch's compact layout; taken by position, since
+        every table has the same dim."""
         pooled = self.large_embeddings(batch.nodes).values()
-        if self._num_tables > 1:
-            parts = take_rows(pooled.reshape(-1, self.embedding_dim), batch.lookup_rows, sizes)
+        size = batch.rels.shape[0]
+        sampled = (batch.lookup_rows.shape[0] - 2 * size) // 2
+        if self._side_tables is not None:
+            parts = take_side_blocks(pooled, self.embedding_dim, self._side_tables[0], self._side_tables[1], size)
+        elif self._num_tables > 1:
+            parts = take_rows(pooled.reshape(-1, self.embedding_dim), batch.lookup_rows, [size, size, sampled, sampled])
         else:
-            parts = pooled.split(sizes)
+            parts = pooled.split([size, size, sampled, sampled])
         # Indexed, not iterated: under fx tracing `parts` is one proxy. fp16 tables score in fp32.
-        return tuple(parts[index].float() for index in range(len(sizes)))
+        return parts[0].float(), parts[1].float(), parts[2].float(), parts[3].float()
 
     def _in_batch_scores(
         self, rows: torch.Tensor, negatives: torch.Tensor, rels: torch.Tensor, query: torch.Tensor, bias: Optional[torch.Tensor]
@@ -161,7 +173,7 @@ class TwhinModel(nn.Module):
         # while tracing no branch may depend on the batch, so the global-negative scores, skipped
         # when a batch has none, are always in the traced graph.
         size = batch.rels.shape[0]
-        lhs, rhs, sampled = self._lookup_rows(batch, [size, size, batch.lookup_rows.shape[0] - 2 * size])
+        lhs, rhs, lhs_sampled, rhs_sampled = self._edge_rows(batch)
         tail_query, tail_bias = self._query(lhs, batch.rels, "tail")
         head_query, head_bias = self._query(rhs, batch.rels, "head")
         if self._score_all_relations:
@@ -176,10 +188,11 @@ class TwhinModel(nn.Module):
                 self._in_batch_scores(lhs, batch.lhs_negatives, batch.rels, head_query, head_bias),
                 self._in_batch_scores(rhs, batch.rhs_negatives, batch.rels, tail_query, tail_bias),
             ]
-        if is_fx_symbolic_tracing() or sampled.shape[0] > 0:
-            # [2, B, G, D]: uniform rows of the lhs table, then of the rhs table, G per edge.
-            sampled = sampled.view(2, size, -1, sampled.shape[-1])
-            logits += [_dots(sampled[0], head_query, head_bias), _dots(sampled[1], tail_query, tail_bias)]
+        if is_fx_symbolic_tracing() or lhs_sampled.shape[0] > 0:
+            # [B, G, D]: uniform rows of the lhs table, and of the rhs table, G per edge.
+            lhs_sampled = lhs_sampled.view(size, -1, self.embedding_dim)
+            rhs_sampled = rhs_sampled.view(size, -1, self.embedding_dim)
+            logits += [_dots(lhs_sampled, head_query, head_bias), _dots(rhs_sampled, tail_query, tail_bias)]
         all_logits = torch.cat([scores.reshape(-1) for scores in logits])
         outputs = {"logits": all_logits, "labels": batch.pair_labels, "weights": batch.pair_weights}
         if not self.training:  # metrics read them; the training step needs none

@@ -180,3 +180,27 @@ def test_per_edge_scoring_of_shared_negatives_equals_the_all_relations_gemm(monk
     torch.testing.assert_close(results[0][1], results[1][1])
     for gemm, per_edge in zip(results[0][2], results[1][2]):
         torch.testing.assert_close(gemm, per_edge)
+
+
+def test_side_blocks_path_equals_the_general_gather():
+    """user -> tweet only (plus an unused table): lookups are read as blocks of the pooled output;
+    the same batch through the general gather gives the same logits and gradients."""
+    tables = {"user": 10, "tweet": 12, "topic": 3}
+    relations = [("fav", "user", "tweet"), ("reply", "user", "tweet")]
+    config = model_config(operators=("translation", "diagonal"), tables=tables, relations=relations)
+    schema = GraphSchema.from_model_config(config)
+    edges = EdgeArrays.from_lists(lhs=[1, 2, 3, 4, 5, 9], rel=[0, 0, 1, 1, 0, 1], rhs=[3, 4, 5, 6, 7, 11])
+    batch = edges_to_batch(edges, schema, in_batch_negatives=3, global_negatives=2, rng=np.random.default_rng(3))
+    results = []
+    for side_path in (True, False):
+        torch.manual_seed(0)
+        model = TwhinModel(config, device="cpu")
+        assert model._side_tables == (0, 1)
+        if not side_path:
+            model._side_tables = None
+        out = model(batch)
+        F.binary_cross_entropy_with_logits(out["logits"], out["labels"], out["weights"]).backward()
+        results.append([out["logits"].detach()] + [param.grad.clone() for param in model.parameters()])
+    for side, general in zip(*results):
+        torch.testing.assert_close(side, general)
+    assert TwhinModel(model_config(), device="cpu")._side_tables is None  # user -> user is not side-aligned

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tml.projects.twhin.models.take_rows import take_rows
+from tml.projects.twhin.models.pooled_rows import take_rows
 
 
 @pytest.mark.parametrize("source_rows", [7, 9])  # every row taken / two rows no lookup takes
@@ -32,3 +32,28 @@ def test_a_part_without_gradient_contributes_zeros():
 def test_rejects_wrong_shapes():
     with pytest.raises(ValueError, match="take_rows needs"):
         take_rows(torch.randn(4), torch.tensor([0]), [1])
+
+
+def test_side_blocks_are_views_of_the_pooled_rows_and_write_each_gradient_once():
+    from tml.projects.twhin.models.pooled_rows import take_side_blocks
+
+    torch.manual_seed(0)
+    pooled = torch.randn(5, 3 * 2, requires_grad=True)  # 5 rows: 2 edges, 3 sampled; 3 tables of dim 2
+    lhs, rhs, lhs_sampled, rhs_sampled = take_side_blocks(pooled, 2, 2, 0, 2)
+    assert lhs.data_ptr() == pooled[:, 4:].data_ptr()  # no copy
+    torch.testing.assert_close(lhs, pooled[:2, 4:6])
+    torch.testing.assert_close(rhs, pooled[:2, 0:2])
+    torch.testing.assert_close(lhs_sampled, pooled[2:, 4:6])
+    torch.testing.assert_close(rhs_sampled, pooled[2:, 0:2])
+    grads = [torch.randn(2, 2), torch.randn(2, 2), torch.randn(3, 2)]
+    torch.autograd.backward([lhs, rhs, lhs_sampled], grads)  # rhs_sampled unused
+    expected = torch.zeros(5, 6)
+    expected[:2, 4:6], expected[:2, 0:2], expected[2:, 4:6] = grads
+    torch.testing.assert_close(pooled.grad, expected)  # the unused table's columns get zeros
+
+
+def test_side_blocks_need_two_tables():
+    from tml.projects.twhin.models.pooled_rows import take_side_blocks
+
+    with pytest.raises(ValueError, match="two tables"):
+        take_side_blocks(torch.randn(4, 4), 2, 1, 1, 2)
