@@ -60,17 +60,19 @@ class _TakeSideBlocks(torch.autograd.Function):
     def backward(ctx: Any, *grads: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], None, None, None, None]:  # type: ignore[override]
         shape, dim, lhs_table, rhs_table, size = ctx.layout
         reference = next(grad for grad in grads if grad is not None)
-        grad_pooled = torch.empty(shape, dtype=reference.dtype, device=reference.device)
-        if shape[1] > 2 * dim:  # tables no relation uses: their (empty) bags get zeros
-            grad_pooled.zero_()
-        blocks = [(0, size, lhs_table), (0, size, rhs_table), (size, shape[0], lhs_table), (size, shape[0], rhs_table)]
-        for grad, (start, stop, table) in zip(grads, blocks):
-            block = grad_pooled[start:stop, table * dim : (table + 1) * dim]
-            if grad is None:
-                block.zero_()
-            else:
-                block.copy_(grad)
-        return grad_pooled, None, None, None, None
+        rows = (size, size, shape[0] - size, shape[0] - size)
+        grads = tuple(
+            grad if grad is not None else reference.new_zeros(count, dim) for grad, count in zip(grads, rows)
+        )
+        # Each table's column block, top (edges) to bottom (sampled), then the blocks side by side:
+        # one concatenation writes the gradient, in the layout the embedding kernel reads.
+        sides = {
+            lhs_table: torch.cat([grads[0], grads[2]]) if rows[2] else grads[0],
+            rhs_table: torch.cat([grads[1], grads[3]]) if rows[3] else grads[1],
+        }
+        unused = reference.new_zeros(shape[0], dim) if len(sides) < shape[1] // dim else None
+        columns = [sides.get(table, unused) for table in range(shape[1] // dim)]
+        return torch.cat(columns, dim=1), None, None, None, None
 
 
 def take_side_blocks(
