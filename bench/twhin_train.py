@@ -1,20 +1,24 @@
 """Edges/s of tml's TwHIN training step against a plain-PyTorch step of the same model.
 
 Ours: `TwhinModelAndLoss` under DistributedModelParallel (world size 1) with a fused optimizer per
-table, driven exactly as the training loop drives it (`TrainStepRunner`: torchrec's
-train pipeline for one CPU process, then the LR scheduler), fed by `EdgesDataset` (shuffling, batching and
-negative sampling included; `--prefetch N` prepares batches ahead in a thread, as the data config's
-`prefetch` does). Plain: `nn.Embedding(sparse=True)` tables, a relation-vector
-parameter, `torch.optim.SGD` (or `Adagrad`) on sparse gradients, and the same negatives sampled in
-torch inside the step (shared per relation, as the model does); written the fast way for CPU (one
-GEMM for the in-batch negatives of all relations, product-and-sum scores).
+table, driven exactly as the training loop drives it (`TrainStepRunner`: torchrec's train pipeline
+for one CPU process, then the LR scheduler), fed by `EdgesDataset` (shuffling, batching, negative
+sampling, loss weights; prepared ahead in a background thread by default, as the data config's
+`prefetch` does; `--prefetch 0` prepares them inline). Plain: `nn.Embedding(sparse=True)` tables, a
+relation-vector parameter, `torch.optim.SGD` (or `Adagrad`) on sparse gradients, and the same
+negatives sampled in torch inside the step (shared per relation, as the model does); written the
+fast way for CPU (one GEMM for the in-batch negatives of all relations, product-and-sum scores).
 Both read the same in-memory edges of the original's graph shape (424k users, 72k tweets, four
 user -> tweet relations), and use the same dim, batch, negatives, translation operator, loss
-weighting and learning rates, on the same device (a GPU when there is one). One CPU thread; they
-run interleaved, several repeats; the ratio of medians is the headline.
+weighting and learning rates, on the same device (a GPU when there is one). The training math runs
+on one CPU thread in both; they run interleaved, several repeats; ratios are of medians.
 
-    .venv/bin/python bench/twhin_train.py [--batch 500] [--in_batch_negatives 10] [--global_negatives 0]
-        [--optimizer sgd|adagrad] [--dim 64] [--prefetch 0] [--steps 200] [--repeats 7]
+The headline is at `--batch` (4096 edges per step); `--small_batch` (500, the original's local
+config) is measured in the same run and reported as its own ratio: there torchrec's fixed per-step
+cost (the sharded lookup's Python, ~0.5 ms) weighs more than at training-size batches.
+
+    .venv/bin/python bench/twhin_train.py [--batch 4096] [--small_batch 500] [--in_batch_negatives 10]
+        [--global_negatives 0] [--optimizer sgd|adagrad] [--dim 64] [--prefetch 2] [--steps 0] [--repeats 7]
 """
 from __future__ import annotations
 
@@ -162,15 +166,57 @@ class PlainTrainer:
         return time.perf_counter() - start
 
 
+def measure(args: argparse.Namespace, batch: int, steps: int, device: torch.device) -> tuple[list[float], list[float]]:
+    """(ours, plain) edges/s of each interleaved repeat at `batch` edges per step."""
+    config = model_config(args.dim, args.optimizer)
+    rng = np.random.default_rng(0)
+    columns = {"lhs": rng.integers(0, USERS, args.edges), "rel": rng.integers(0, len(RELATIONS), args.edges),
+               "rhs": rng.integers(0, TWEETS, args.edges)}
+    with tempfile.TemporaryDirectory() as data_dir:
+        write_edges(os.path.join(data_dir, "edges.parquet"), columns["lhs"], columns["rel"], columns["rhs"])
+        dataset = EdgesDataset(os.path.join(data_dir, "*.parquet"), GraphSchema.from_model_config(config),
+                               batch, args.in_batch_negatives, args.global_negatives, prefetch=args.prefetch)
+        dataset.edges()  # read once, as training does; the timed loop starts from memory
+    batches = dataset.dataloader(num_epochs=None)
+
+    torch.manual_seed(0)
+    module = TwhinModel(config)
+    apply_optimizers(module, config)
+    ours = maybe_shard_model(TwhinModelAndLoss(module), device)
+    optimizer, scheduler = build_optimizer(ours, config)
+    runner = TrainStepRunner(ours, optimizer, device)
+    plain = PlainTrainer(args.dim, columns, batch, args.in_batch_negatives, args.global_negatives, args.optimizer,
+                         device)
+
+    time_ours(runner, scheduler, batches, max(steps // 5, 5), device)  # warm-up: tracing, allocator, prefetch
+    plain.time(max(steps // 5, 5))
+    ours_rates, plain_rates = [], []
+    for _ in range(args.repeats):
+        ours_rates.append(steps * batch / time_ours(runner, scheduler, batches, steps, device))
+        plain_rates.append(steps * batch / plain.time(steps))
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+    return ours_rates, plain_rates
+
+
+def steps_for(batch: int, requested: int) -> int:
+    """Steps per timed repeat: `requested`, or about 250k edges (0.3-0.6 s here) when 0."""
+    return requested or max(20, min(500, 250_000 // batch))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=4096, help="Edges per step of the headline figure.")
+    parser.add_argument("--small_batch", type=int, default=500,
+                        help="A second batch size measured in the same run (the original's config/local.yaml "
+                        "uses 500); 0 = skip.")
     parser.add_argument("--in_batch_negatives", type=int, default=10)
     parser.add_argument("--global_negatives", type=int, default=0)
     parser.add_argument("--prefetch", type=int, default=TwhinDataConfig.model_fields["prefetch"].default,
                         help="Batches EdgesDataset prepares ahead in a thread (the config's default; 0 = inline).")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=0, help="Steps per timed repeat; 0 = about 250k edges.")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--edges", type=int, default=200_000)
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
@@ -181,44 +227,29 @@ def main() -> None:
     quiet_torchrec_warnings()
     logging.setLevel("WARNING")
     device = setup_and_get_device()
-    config = model_config(args.dim, args.optimizer)
 
-    rng = np.random.default_rng(0)
-    columns = {"lhs": rng.integers(0, USERS, args.edges), "rel": rng.integers(0, len(RELATIONS), args.edges),
-               "rhs": rng.integers(0, TWEETS, args.edges)}
-    with tempfile.TemporaryDirectory() as data_dir:
-        write_edges(os.path.join(data_dir, "edges.parquet"), columns["lhs"], columns["rel"], columns["rhs"])
-        dataset = EdgesDataset(os.path.join(data_dir, "*.parquet"), GraphSchema.from_model_config(config),
-                               args.batch, args.in_batch_negatives, args.global_negatives, prefetch=args.prefetch)
-        dataset.edges()  # read once, as training does; the timed loop starts from memory
-    batches = dataset.dataloader(num_epochs=None)
-
-    torch.manual_seed(0)
-    module = TwhinModel(config)
-    apply_optimizers(module, config)
-    ours = maybe_shard_model(TwhinModelAndLoss(module), device)
-    optimizer, scheduler = build_optimizer(ours, config)
-    runner = TrainStepRunner(ours, optimizer, device)
-
-    plain = PlainTrainer(args.dim, columns, args.batch, args.in_batch_negatives, args.global_negatives, args.optimizer,
-                         device)
-
-    time_ours(runner, scheduler, batches, 20, device)  # warm-up: tracing, allocator
-    plain.time(20)
-    ours_rates, plain_rates = [], []
-    for _ in range(args.repeats):
-        ours_rates.append(args.steps * args.batch / time_ours(runner, scheduler, batches, args.steps, device))
-        plain_rates.append(args.steps * args.batch / plain.time(args.steps))
-    ratio = statistics.median(ours_rates) / statistics.median(plain_rates)
-    print(f"threads={torch.get_num_threads()} dim={args.dim} batch={args.batch} in_batch_negatives="
+    batches = [args.batch] + ([args.small_batch] if args.small_batch else [])
+    results = {batch: measure(args, batch, steps_for(batch, args.steps), device) for batch in batches}
+    print(f"threads={torch.get_num_threads()} device={device.type} dim={args.dim} in_batch_negatives="
           f"{args.in_batch_negatives} global_negatives={args.global_negatives} optimizer={args.optimizer} "
-          f"prefetch={args.prefetch} "
-          f"steps={args.steps} repeats={args.repeats}")
-    print(f"ours  edges/s: median {statistics.median(ours_rates):.0f} min {min(ours_rates):.0f} max {max(ours_rates):.0f}")
-    print(f"plain edges/s: median {statistics.median(plain_rates):.0f} min {min(plain_rates):.0f} max {max(plain_rates):.0f}")
-    print(f"RESULT twhin_train_vs_plain_ratio={ratio:.3f}")
-    print(f"RESULT twhin_train_edges_per_s={statistics.median(ours_rates):.0f}")
-    print(f"RESULT plain_twhin_train_edges_per_s={statistics.median(plain_rates):.0f}")
+          f"prefetch={args.prefetch} repeats={args.repeats}")
+    for batch, (ours_rates, plain_rates) in results.items():
+        print(f"batch {batch} ({steps_for(batch, args.steps)} steps per repeat): "
+              f"ours edges/s median {statistics.median(ours_rates):.0f} (min {min(ours_rates):.0f}, max "
+              f"{max(ours_rates):.0f}); plain median {statistics.median(plain_rates):.0f} (min "
+              f"{min(plain_rates):.0f}, max {max(plain_rates):.0f})")
+
+    def ratio(batch: int) -> float:
+        ours_rates, plain_rates = results[batch]
+        return statistics.median(ours_rates) / statistics.median(plain_rates)
+
+    print(f"RESULT twhin_train_vs_plain_ratio={ratio(args.batch):.3f}")
+    if args.small_batch:
+        print(f"RESULT twhin_train_vs_plain_batch_{args.small_batch}_ratio={ratio(args.small_batch):.3f}")
+    for batch in batches:
+        suffix = "" if batch == args.batch else f"_batch_{batch}"
+        print(f"RESULT twhin_train_edges_per_s{suffix}={statistics.median(results[batch][0]):.0f}")
+        print(f"RESULT plain_twhin_train_edges_per_s{suffix}={statistics.median(results[batch][1]):.0f}")
 
 
 if __name__ == "__main__":

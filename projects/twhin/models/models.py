@@ -66,9 +66,10 @@ def _dots(candidates: torch.Tensor, query: torch.Tensor, bias: Optional[torch.Te
 
 
 class TwhinModel(nn.Module):
-    """forward(EdgeBatch) -> {"logits", "probabilities", "labels", "weights"} over the positives
-    followed by their negatives (in-batch lhs-side, in-batch rhs-side, global lhs-side, global
-    rhs-side; see `EdgeBatch`). Negatives of an edge together weigh as much as the edge itself.
+    """forward(EdgeBatch) -> {"logits", "labels", "weights"} over the positives followed by their
+    negatives (in-batch lhs-side, in-batch rhs-side, global lhs-side, global rhs-side; see
+    `EdgeBatch`), plus "probabilities" in eval mode. Negatives of an edge together weigh as much as
+    the edge itself (the batch carries the labels and weights of every scored pair).
     """
 
     def __init__(
@@ -94,7 +95,7 @@ class TwhinModel(nn.Module):
         )
         self._score_all_relations = len(model_config.relations) <= SCORE_ALL_RELATIONS_UP_TO
         self._num_tables = len(self.table_names)
-        # Every relation from one table to another one: lookups need no gather (see `_lookup_rows`).
+        # Every relation from one table to another one: lookups need no gather (see `_edge_rows`).
         lhs_tables = {self.table_names.index(relation.lhs) for relation in model_config.relations}
         rhs_tables = {self.table_names.index(relation.rhs) for relation in model_config.relations}
         self._side_tables: Optional[tuple[int, int]] = None
@@ -177,10 +178,10 @@ class TwhinModel(nn.Module):
         tail_query, tail_bias = self._query(lhs, batch.rels, "tail")
         head_query, head_bias = self._query(rhs, batch.rels, "head")
         if self._score_all_relations:
-            scores = edge_scores(
+            edges = edge_scores(
                 lhs, rhs, tail_query, tail_bias, head_query, head_bias, batch.rels, batch.lhs_negatives, batch.rhs_negatives
             )
-            logits = [scores[0], scores[1], scores[2]]  # indexed: under fx tracing, `scores` cannot be iterated
+            logits = [edges[0], edges[1], edges[2]]  # indexed: under fx tracing, `edges` cannot be iterated
         else:
             positives = (rhs * tail_query).sum(-1)
             logits = [
