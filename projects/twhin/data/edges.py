@@ -141,8 +141,9 @@ def scored_pair_weights(
     # Every drawn negative e at (k, r, n) is shared by the edges of r, and is edge e itself: a hit.
     hits = []
     for negatives in (lhs_negatives, rhs_negatives):
-        batch, _, column = np.nonzero(negatives >= 0)
-        hits.append((batch, negatives[negatives >= 0], column))
+        drawn = negatives >= 0
+        batch, _, column = np.nonzero(drawn)
+        hits.append((batch, negatives[drawn], column))
     counts = np.full(batches * size, 2 * count + 2 * global_negatives, dtype=np.int64)
     for batch, edge, _ in hits:
         counts -= np.bincount(batch * size + edge, minlength=batches * size)

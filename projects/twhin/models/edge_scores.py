@@ -22,7 +22,8 @@ import torch
 def _own_blocks(all_scores: torch.Tensor, rels: torch.Tensor, num_relations: int, count: int) -> torch.Tensor:
     """[B, N] of [B, R * N]: each edge's own relation's block."""
     size = all_scores.shape[0]
-    return all_scores.view(size, num_relations, count).gather(1, rels.view(size, 1, 1).expand(size, 1, count)).squeeze(1)
+    own = rels.view(size, 1, 1).expand(size, 1, count)
+    return all_scores.view(size, num_relations, count).gather(1, own).squeeze(1)
 
 
 def _spread(grad: torch.Tensor, rels: torch.Tensor, num_relations: int) -> torch.Tensor:

@@ -108,7 +108,9 @@ class TwhinModel(nn.Module):
             self.all_trans_embs = nn.Parameter(initial.to(dense_device or "cpu"))
 
     # The two query builders are shared by training and link-prediction evaluation.
-    def _query(self, nodes: torch.Tensor, rels: torch.Tensor, side: str) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _query(
+        self, nodes: torch.Tensor, rels: torch.Tensor, side: str
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(q, b) for one side; b is None where every operator's bias is zero (no op spent on it)."""
         relation = _gather(self.all_trans_embs, rels) if self.all_trans_embs is not None else None
         if len(self._operators) == 1:
@@ -155,14 +157,20 @@ class TwhinModel(nn.Module):
         if self._side_tables is not None:
             parts = take_side_blocks(pooled, self.embedding_dim, self._side_tables[0], self._side_tables[1], size)
         elif self._num_tables > 1:
-            parts = take_rows(pooled.reshape(-1, self.embedding_dim), batch.lookup_rows, [size, size, sampled, sampled])
+            rows = pooled.reshape(-1, self.embedding_dim)
+            parts = take_rows(rows, batch.lookup_rows, [size, size, sampled, sampled])
         else:
             parts = pooled.split([size, size, sampled, sampled])
         # Indexed, not iterated: under fx tracing `parts` is one proxy. fp16 tables score in fp32.
         return parts[0].float(), parts[1].float(), parts[2].float(), parts[3].float()
 
     def _in_batch_scores(
-        self, rows: torch.Tensor, negatives: torch.Tensor, rels: torch.Tensor, query: torch.Tensor, bias: Optional[torch.Tensor]
+        self,
+        rows: torch.Tensor,
+        negatives: torch.Tensor,
+        rels: torch.Tensor,
+        query: torch.Tensor,
+        bias: Optional[torch.Tensor],
     ) -> torch.Tensor:
         """[B, N] scores of each edge against its relation's shared negatives, one gather per edge
         (`negatives` [R, N]: edge indices into `rows`, -1 = none; those weigh 0 in the loss)."""
@@ -179,7 +187,8 @@ class TwhinModel(nn.Module):
         head_query, head_bias = self._query(rhs, batch.rels, "head")
         if self._score_all_relations:
             edges = edge_scores(
-                lhs, rhs, tail_query, tail_bias, head_query, head_bias, batch.rels, batch.lhs_negatives, batch.rhs_negatives
+                lhs, rhs, tail_query, tail_bias, head_query, head_bias,
+                batch.rels, batch.lhs_negatives, batch.rhs_negatives,
             )
             logits = [edges[0], edges[1], edges[2]]  # indexed: under fx tracing, `edges` cannot be iterated
         else:

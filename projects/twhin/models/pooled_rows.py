@@ -20,7 +20,9 @@ import torch
 
 class _TakeRows(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, source: torch.Tensor, rows: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tensor, ...]:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        ctx: Any, source: torch.Tensor, rows: torch.Tensor, sizes: Sequence[int]
+    ) -> tuple[torch.Tensor, ...]:
         parts = rows.split(list(sizes))
         ctx.save_for_backward(*parts)
         ctx.source_shape = source.shape
@@ -28,14 +30,16 @@ class _TakeRows(torch.autograd.Function):
         return tuple(source.index_select(0, part) for part in parts)
 
     @staticmethod
-    def backward(ctx: Any, *grads: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], None, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, *grads: Optional[torch.Tensor]
+    ) -> tuple[Optional[torch.Tensor], None, None]:
         parts = ctx.saved_tensors
         reference = next(grad for grad in grads if grad is not None)
         make = torch.empty if ctx.every_row_taken else torch.zeros
         grad_source = make(ctx.source_shape, dtype=reference.dtype, device=reference.device)
         for part, grad in zip(parts, grads):
             if grad is None:
-                grad = torch.zeros(part.shape[0], ctx.source_shape[1], dtype=reference.dtype, device=reference.device)
+                grad = reference.new_zeros(part.shape[0], ctx.source_shape[1])
             grad_source.index_copy_(0, part, grad)
         return grad_source, None, None
 
@@ -43,7 +47,9 @@ class _TakeRows(torch.autograd.Function):
 def take_rows(source: torch.Tensor, rows: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tensor, ...]:
     """`source.index_select(0, rows).split(sizes)` for [M, D] source and [L] distinct row indices."""
     if source.dim() != 2 or rows.dim() != 1:
-        raise ValueError(f"take_rows needs a [M, D] source and [L] rows; got {tuple(source.shape)} and {tuple(rows.shape)}")
+        raise ValueError(
+            f"take_rows needs a [M, D] source and [L] rows; got {tuple(source.shape)} and {tuple(rows.shape)}"
+        )
     return _TakeRows.apply(source, rows, sizes)
 
 
@@ -57,7 +63,9 @@ class _TakeSideBlocks(torch.autograd.Function):
         return lhs_columns[:size], rhs_columns[:size], lhs_columns[size:], rhs_columns[size:]
 
     @staticmethod
-    def backward(ctx: Any, *grads: Optional[torch.Tensor]) -> tuple[Optional[torch.Tensor], None, None, None, None]:  # type: ignore[override]
+    def backward(  # type: ignore[override]
+        ctx: Any, *grads: Optional[torch.Tensor]
+    ) -> tuple[Optional[torch.Tensor], None, None, None, None]:
         shape, dim, lhs_table, rhs_table, size = ctx.layout
         reference = next(grad for grad in grads if grad is not None)
         rows = (size, size, shape[0] - size, shape[0] - size)
