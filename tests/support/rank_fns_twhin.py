@@ -81,3 +81,35 @@ def train_on_ranks(rank: int, world_size: int, config_json: str, files: str, ste
         "relations": unwrap_twhin_model(model).all_trans_embs.detach().clone(),
         "batches_per_epoch": len(dataset),
     }
+
+
+def logits_against_tables(rank: int, world_size: int, config_json: str, edges_json: str) -> dict[str, object]:
+    """Every table placed whole on one rank (so the pooled output's key order is the plan's, not
+    the config's); this rank's positive logits and the same scores computed from the full tables."""
+    import json
+
+    from tml.projects.twhin.data.edges import edges_to_batch
+    from tml.projects.twhin.metrics import gather_dense_tables, unwrap_twhin_model
+
+    quiet_torchrec_warnings()
+    config = TwhinModelConfig.model_validate_json(config_json)
+    torch.manual_seed(3)
+    module = TwhinModelAndLoss(TwhinModel(config))
+    apply_optimizers(module.model, config)
+    constraints = {name: TableShardingConfig(sharding_type="table_wise") for name in config.table_names}
+    model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=constraints)
+    schema = GraphSchema.from_model_config(config)
+    edges = EdgeArrays.from_lists(**json.loads(edges_json)[rank])
+    batch = edges_to_batch(edges, schema, in_batch_negatives=2, global_negatives=1, rng=np.random.default_rng(rank))
+    with torch.no_grad():
+        _, outputs = model(batch)
+        keys = model.module.model.large_embeddings(batch.nodes).keys()
+    tables = gather_dense_tables(model, config.table_names)
+    twhin = unwrap_twhin_model(model)
+    expected = []
+    with torch.no_grad():
+        for lhs, rel, rhs in zip(edges.lhs, edges.rel, edges.rhs):
+            relation = config.relations[rel]
+            score = twhin.score(tables[relation.lhs][lhs], torch.tensor(rel), tables[relation.rhs][rhs])
+            expected.append(float(score))
+    return {"keys": list(keys), "positives": outputs["logits"][: len(edges)].tolist(), "expected": expected}

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
+from torchrec.sparse.jagged_tensor import KeyedTensor
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from tml.common.modules.embedding.embedding import LargeEmbeddings
@@ -95,6 +96,7 @@ class TwhinModel(nn.Module):
         )
         self._score_all_relations = len(model_config.relations) <= SCORE_ALL_RELATIONS_UP_TO
         self._num_tables = len(self.table_names)
+        self._positions_by_keys: dict[tuple[str, ...], tuple[int, ...]] = {}
         # Every relation from one table to another one: lookups need no gather (see `_edge_rows`).
         lhs_tables = {self.table_names.index(relation.lhs) for relation in model_config.relations}
         rhs_tables = {self.table_names.index(relation.rhs) for relation in model_config.relations}
@@ -151,18 +153,43 @@ class TwhinModel(nn.Module):
         """Rows of (lhs nodes [B], rhs nodes [B], lhs-side [B * G] and rhs-side [B * G] global
         negatives), from the pooled output in the batch's compact layout; taken by position, since
         every table has the same dim."""
-        pooled = self.large_embeddings(batch.nodes).values()
+        embedded = self.large_embeddings(batch.nodes)
+        pooled = embedded.values()
         size = batch.rels.shape[0]
         sampled = (batch.lookup_rows.shape[0] - 2 * size) // 2
         if self._side_tables is not None:
-            parts = take_side_blocks(pooled, self.embedding_dim, self._side_tables[0], self._side_tables[1], size)
+            lhs_block, rhs_block = (self._pooled_position(embedded, table) for table in self._side_tables)
+            parts = take_side_blocks(pooled, self.embedding_dim, lhs_block, rhs_block, size)
         elif self._num_tables > 1:
             rows = pooled.reshape(-1, self.embedding_dim)
-            parts = take_rows(rows, batch.lookup_rows, [size, size, sampled, sampled])
+            parts = take_rows(rows, self._pooled_rows(embedded, batch.lookup_rows), [size, size, sampled, sampled])
         else:
             parts = pooled.split([size, size, sampled, sampled])
         # Indexed, not iterated: under fx tracing `parts` is one proxy. fp16 tables score in fp32.
         return parts[0].float(), parts[1].float(), parts[2].float(), parts[3].float()
+
+    # The pooled output's tables come in the sharding plan's order (with several ranks, tables placed
+    # on different ranks are grouped by rank), while a batch addresses them in config order.
+    def _pooled_positions(self, embedded: KeyedTensor) -> tuple[int, ...]:
+        """Position of each table (config order) among the pooled output's keys."""
+        if is_fx_symbolic_tracing():  # only the lookups' inputs are traced; any order will do
+            return tuple(range(self._num_tables))
+        keys = tuple(embedded.keys())
+        if keys not in self._positions_by_keys:
+            self._positions_by_keys[keys] = tuple(keys.index(name) for name in self.table_names)
+        return self._positions_by_keys[keys]
+
+    def _pooled_position(self, embedded: KeyedTensor, table: int) -> int:
+        return self._pooled_positions(embedded)[table]
+
+    def _pooled_rows(self, embedded: KeyedTensor, lookup_rows: torch.Tensor) -> torch.Tensor:
+        """`lookup_rows` (position * T + table, in config order) in the pooled output's order."""
+        positions = self._pooled_positions(embedded)
+        if positions == tuple(range(self._num_tables)):
+            return lookup_rows
+        device = lookup_rows.device
+        shift = torch.tensor(positions, device=device) - torch.arange(self._num_tables, device=device)
+        return lookup_rows + shift[lookup_rows % self._num_tables]
 
     def _in_batch_scores(
         self,

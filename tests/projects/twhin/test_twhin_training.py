@@ -1,6 +1,7 @@
 """A plain training loop over torchrec's TrainPipelineSparseDist under world-size-1 DMP: the model
 learns a planted-structure random graph (loss falls, held-out filtered MRR far above chance)."""
 import numpy as np
+import pytest
 import torch
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
@@ -65,3 +66,27 @@ def test_two_ranks_train_in_step(tmp_path):
         assert result["last"] < 0.8 * result["first"]
     # the relation vectors are data-parallel: both ranks hold the same trained values
     torch.testing.assert_close(results[0]["relations"], results[1]["relations"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("side_aligned", [True, False])
+def test_two_ranks_score_each_lookup_with_its_own_row_whatever_the_output_order(side_aligned):
+    """Four tables, each whole on one rank: the sharded lookup returns them in the plan's order
+    (a, c, b, d), not the config's. The model must still take every node's own row."""
+    import json
+
+    from tml.common.testing_utils import run_on_ranks
+    from rank_fns_twhin import logits_against_tables
+
+    tables = {"a": 6, "b": 7, "c": 8, "d": 9}
+    relations = [("ac", "a", "c"), ("ac2", "a", "c")] if side_aligned else [("ab", "a", "b"), ("cd", "c", "d")]
+    config = model_config(operators=("translation", "diagonal"), tables=tables, relations=relations, dim=4)
+    sides = [(tables[lhs], tables[rhs]) for _, lhs, rhs in relations]
+    edges = [
+        {"lhs": [i % sides[r][0] for i, r in enumerate(rels)], "rel": rels,
+         "rhs": [(3 * i + 1) % sides[r][1] for i, r in enumerate(rels)]}
+        for rels in ([0, 1, 0, 1, 1], [1, 0, 0, 1, 0])
+    ]
+    results = run_on_ranks(logits_against_tables, 2, config.model_dump_json(), json.dumps(edges))
+    assert results[0]["keys"] != list(tables)  # the case this test is about
+    for result in results:
+        np.testing.assert_allclose(result["positives"], result["expected"], rtol=1e-5, atol=1e-6)
