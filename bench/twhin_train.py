@@ -23,6 +23,7 @@ cost (the sharded lookup's Python, ~0.5 ms) weighs more than at training-size ba
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import tempfile
@@ -194,9 +195,6 @@ def measure(args: argparse.Namespace, batch: int, steps: int, device: torch.devi
     for _ in range(args.repeats):
         ours_rates.append(steps * batch / time_ours(runner, scheduler, batches, steps, device))
         plain_rates.append(steps * batch / plain.time(steps))
-    close = getattr(batches, "close", None)
-    if close is not None:
-        close()
     return ours_rates, plain_rates
 
 
@@ -229,7 +227,10 @@ def main() -> None:
     device = setup_and_get_device()
 
     batches = [args.batch] + ([args.small_batch] if args.small_batch else [])
-    results = {batch: measure(args, batch, steps_for(batch, args.steps), device) for batch in batches}
+    results = {}
+    for batch in batches:
+        results[batch] = measure(args, batch, steps_for(batch, args.steps), device)
+        gc.collect()  # the finished measurement's prefetch thread stops with its iterator
     print(f"threads={torch.get_num_threads()} device={device.type} dim={args.dim} in_batch_negatives="
           f"{args.in_batch_negatives} global_negatives={args.global_negatives} optimizer={args.optimizer} "
           f"prefetch={args.prefetch} repeats={args.repeats}")

@@ -145,10 +145,6 @@ class TwhinModel(nn.Module):
         query, bias = self.tail_query(lhs, rels)
         return (rhs * query).sum(-1) + bias
 
-    def node_embeddings(self, batch: EdgeBatch) -> torch.Tensor:
-        """[lookups, D]: each lookup's row, in lookup order (see `EdgeBatch`)."""
-        return torch.cat(self._edge_rows(batch))
-
     def _edge_rows(self, batch: EdgeBatch) -> tuple[torch.Tensor, ...]:
         """Rows of (lhs nodes [B], rhs nodes [B], lhs-side [B * G] and rhs-side [B * G] global
         negatives), from the pooled output in the batch's compact layout; taken by position, since
@@ -158,8 +154,9 @@ class TwhinModel(nn.Module):
         size = batch.rels.shape[0]
         sampled = (batch.lookup_rows.shape[0] - 2 * size) // 2
         if self._side_tables is not None:
-            lhs_block, rhs_block = (self._pooled_position(embedded, table) for table in self._side_tables)
-            parts = take_side_blocks(pooled, self.embedding_dim, lhs_block, rhs_block, size)
+            positions = self._pooled_positions(embedded)
+            lhs_table, rhs_table = self._side_tables
+            parts = take_side_blocks(pooled, self.embedding_dim, positions[lhs_table], positions[rhs_table], size)
         elif self._num_tables > 1:
             rows = pooled.reshape(-1, self.embedding_dim)
             parts = take_rows(rows, self._pooled_rows(embedded, batch.lookup_rows), [size, size, sampled, sampled])
@@ -178,9 +175,6 @@ class TwhinModel(nn.Module):
         if keys not in self._positions_by_keys:
             self._positions_by_keys[keys] = tuple(keys.index(name) for name in self.table_names)
         return self._positions_by_keys[keys]
-
-    def _pooled_position(self, embedded: KeyedTensor, table: int) -> int:
-        return self._pooled_positions(embedded)[table]
 
     def _pooled_rows(self, embedded: KeyedTensor, lookup_rows: torch.Tensor) -> torch.Tensor:
         """`lookup_rows` (position * T + table, in config order) in the pooled output's order."""
