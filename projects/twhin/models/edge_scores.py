@@ -101,3 +101,82 @@ def edge_scores(
     if head_bias is not None:
         lhs_side = lhs_side + head_bias.unsqueeze(1)
     return positives, lhs_side, rhs_side
+
+
+class _TranslationEdgeScores(torch.autograd.Function):
+    """`edge_scores` for relations that all use the translation operator, with the operator's own
+    math (relation gather, bias, head query) inside: score(l, r, x) = l . (x + r)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        lhs: torch.Tensor,
+        rhs: torch.Tensor,
+        relations: torch.Tensor,
+        rels: torch.Tensor,
+        lhs_negatives: torch.Tensor,
+        rhs_negatives: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        num_relations, count = lhs_negatives.shape
+        relation = relations.index_select(0, rels)  # [B, D]
+        head_query = rhs + relation  # scores lhs candidates: x . (rhs + r)
+        tail_bias = (lhs * relation).sum(-1)  # rhs candidates: x . lhs + lhs . r
+        lhs_index = lhs_negatives.clamp(min=0).view(-1)
+        rhs_index = rhs_negatives.clamp(min=0).view(-1)
+        lhs_candidates = lhs.index_select(0, lhs_index)
+        rhs_candidates = rhs.index_select(0, rhs_index)
+        positives = (lhs * head_query).sum(-1)
+        lhs_side = _own_blocks(head_query @ lhs_candidates.T, rels, num_relations, count)
+        rhs_side = _own_blocks(lhs @ rhs_candidates.T, rels, num_relations, count) + tail_bias.unsqueeze(1)
+        ctx.save_for_backward(
+            lhs, relation, head_query, rels, lhs_index, rhs_index, lhs_candidates, rhs_candidates
+        )
+        ctx.relations_shape = relations.shape
+        return positives, lhs_side, rhs_side, head_query, tail_bias
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: Any,
+        grad_positives: Optional[torch.Tensor],
+        grad_lhs_side: Optional[torch.Tensor],
+        grad_rhs_side: Optional[torch.Tensor],
+        grad_head_query_out: Optional[torch.Tensor],
+        grad_tail_bias_out: Optional[torch.Tensor],
+    ) -> tuple[Optional[torch.Tensor], ...]:
+        (lhs, relation, head_query, rels, lhs_index, rhs_index, lhs_candidates, rhs_candidates) = ctx.saved_tensors
+        num_relations = ctx.relations_shape[0]
+        size, count = lhs.shape[0], lhs_index.shape[0] // num_relations
+        zeros = lhs.new_zeros(size)
+        weight = (grad_positives if grad_positives is not None else zeros).unsqueeze(1)
+        lhs_side = grad_lhs_side if grad_lhs_side is not None else lhs.new_zeros(size, count)
+        rhs_side = grad_rhs_side if grad_rhs_side is not None else lhs.new_zeros(size, count)
+        lhs_grads = _spread(lhs_side.contiguous(), rels, num_relations)  # [B, R * N]
+        rhs_grads = _spread(rhs_side.contiguous(), rels, num_relations)
+        grad_tail_bias = rhs_side.sum(1)
+        if grad_tail_bias_out is not None:
+            grad_tail_bias = grad_tail_bias + grad_tail_bias_out
+        bias_weight = grad_tail_bias.unsqueeze(1)
+        # Each gradient is written once and accumulated in place.
+        grad_head_query = torch.mm(lhs_grads, lhs_candidates).addcmul_(lhs, weight)
+        if grad_head_query_out is not None:
+            grad_head_query += grad_head_query_out
+        grad_lhs = torch.mm(rhs_grads, rhs_candidates).addcmul_(head_query, weight).addcmul_(relation, bias_weight)
+        grad_lhs.index_add_(0, lhs_index, lhs_grads.T @ head_query)
+        grad_relation_rows = torch.addcmul(grad_head_query, lhs, bias_weight)  # head query and bias terms
+        grad_relations = relation.new_zeros(ctx.relations_shape).index_add_(0, rels, grad_relation_rows)
+        grad_rhs = grad_head_query.index_add_(0, rhs_index, rhs_grads.T @ lhs)
+        return grad_lhs, grad_rhs, grad_relations, None, None, None
+
+
+def translation_edge_scores(
+    lhs: torch.Tensor,
+    rhs: torch.Tensor,
+    relations: torch.Tensor,
+    rels: torch.Tensor,
+    lhs_negatives: torch.Tensor,
+    rhs_negatives: torch.Tensor,
+) -> tuple[torch.Tensor, ...]:
+    """(positives [B], lhs-side [B, N], rhs-side [B, N], head query [B, D], tail bias [B]) of the
+    translation operator, for relation vectors `relations` [R, D]; the queries are returned for
+    scoring global negatives (head: x . q; tail: x . lhs + bias)."""
+    return _TranslationEdgeScores.apply(lhs, rhs, relations, rels, lhs_negatives, rhs_negatives)

@@ -19,7 +19,7 @@ from tml.common.modules.embedding.embedding import LargeEmbeddings
 from tml.core.optimizers import get_embedding_optimizer, get_learning_rate
 from tml.projects.twhin.data.edges import EdgeBatch
 from tml.projects.twhin.models.config import Operator, TwhinModelConfig
-from tml.projects.twhin.models.edge_scores import edge_scores
+from tml.projects.twhin.models.edge_scores import edge_scores, translation_edge_scores
 from tml.projects.twhin.models.gathered_dots import gathered_dots
 from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
 from tml.projects.twhin.models.pooled_rows import take_rows, take_side_blocks
@@ -27,6 +27,7 @@ from tml.projects.twhin.models.pooled_rows import take_rows, take_side_blocks
 # torchrec's pipelines trace the forward with torch.fx: the custom autograd functions stay one call.
 torch.fx.wrap("gathered_dots")
 torch.fx.wrap("edge_scores")
+torch.fx.wrap("translation_edge_scores")
 torch.fx.wrap("take_rows")
 torch.fx.wrap("take_side_blocks")
 
@@ -95,6 +96,7 @@ class TwhinModel(nn.Module):
             persistent=False,
         )
         self._score_all_relations = len(model_config.relations) <= SCORE_ALL_RELATIONS_UP_TO
+        self._all_translation = self._score_all_relations and self._operator_kinds == [Operator.TRANSLATION]
         self._num_tables = len(self.table_names)
         self._positions_by_keys: dict[tuple[str, ...], tuple[int, ...]] = {}
         # Every relation from one table to another one: lookups need no gather (see `_edge_rows`).
@@ -204,21 +206,29 @@ class TwhinModel(nn.Module):
         # when a batch has none, are always in the traced graph.
         size = batch.rels.shape[0]
         lhs, rhs, lhs_sampled, rhs_sampled = self._edge_rows(batch)
-        tail_query, tail_bias = self._query(lhs, batch.rels, "tail")
-        head_query, head_bias = self._query(rhs, batch.rels, "head")
-        if self._score_all_relations:
-            edges = edge_scores(
-                lhs, rhs, tail_query, tail_bias, head_query, head_bias,
-                batch.rels, batch.lhs_negatives, batch.rhs_negatives,
+        if self._all_translation:
+            # The original's operator, with its query math inside the scoring Function.
+            edges = translation_edge_scores(
+                lhs, rhs, self.all_trans_embs, batch.rels, batch.lhs_negatives, batch.rhs_negatives
             )
+            tail_query, tail_bias, head_query, head_bias = lhs, edges[4], edges[3], None
             logits = [edges[0], edges[1], edges[2]]  # indexed: under fx tracing, `edges` cannot be iterated
         else:
-            positives = (rhs * tail_query).sum(-1)
-            logits = [
-                positives if tail_bias is None else positives + tail_bias,
-                self._in_batch_scores(lhs, batch.lhs_negatives, batch.rels, head_query, head_bias),
-                self._in_batch_scores(rhs, batch.rhs_negatives, batch.rels, tail_query, tail_bias),
-            ]
+            tail_query, tail_bias = self._query(lhs, batch.rels, "tail")
+            head_query, head_bias = self._query(rhs, batch.rels, "head")
+            if self._score_all_relations:
+                edges = edge_scores(
+                    lhs, rhs, tail_query, tail_bias, head_query, head_bias,
+                    batch.rels, batch.lhs_negatives, batch.rhs_negatives,
+                )
+                logits = [edges[0], edges[1], edges[2]]
+            else:
+                positives = (rhs * tail_query).sum(-1)
+                logits = [
+                    positives if tail_bias is None else positives + tail_bias,
+                    self._in_batch_scores(lhs, batch.lhs_negatives, batch.rels, head_query, head_bias),
+                    self._in_batch_scores(rhs, batch.rhs_negatives, batch.rels, tail_query, tail_bias),
+                ]
         if is_fx_symbolic_tracing() or lhs_sampled.shape[0] > 0:
             # [B, G, D]: uniform rows of the lhs table, and of the rhs table, G per edge.
             lhs_sampled = lhs_sampled.view(size, -1, self.embedding_dim)

@@ -1,6 +1,6 @@
 import torch
 
-from tml.projects.twhin.models.edge_scores import edge_scores
+from tml.projects.twhin.models.edge_scores import edge_scores, translation_edge_scores
 
 
 def reference(lhs, rhs, tail_query, tail_bias, head_query, head_bias, rels, lhs_negatives, rhs_negatives):
@@ -55,3 +55,39 @@ def test_without_in_batch_negatives_only_positives_have_scores():
     positives, lhs_side, rhs_side = edge_scores(lhs, rhs, tail_query, None, head_query, None, rels, empty, empty)
     torch.testing.assert_close(positives, (rhs * tail_query).sum(-1))
     assert lhs_side.shape == rhs_side.shape == (7, 0)
+
+
+def translation_reference(lhs, rhs, relations, rels, lhs_negatives, rhs_negatives):
+    """The translation operator's definition, l . (x + r), edge by edge, with autograd."""
+    relation = relations[rels]
+    head_query, tail_bias = rhs + relation, (lhs * relation).sum(-1)
+    positives = (lhs * head_query).sum(-1)
+    lhs_side = (lhs[lhs_negatives.clamp(min=0)[rels]] * head_query.unsqueeze(1)).sum(-1)
+    rhs_side = (rhs[rhs_negatives.clamp(min=0)[rels]] * lhs.unsqueeze(1)).sum(-1) + tail_bias.unsqueeze(1)
+    return positives, lhs_side, rhs_side, head_query, tail_bias
+
+
+def test_translation_scores_match_the_definition_forward_and_backward():
+    (lhs, rhs, _, _), _, rels, lhs_negatives, rhs_negatives = inputs()
+    relations = torch.randn(4, 5, generator=torch.Generator().manual_seed(2))
+    generator = torch.Generator().manual_seed(3)
+    grads = [torch.randn(7, generator=generator), torch.randn(7, 3, generator=generator),
+             torch.randn(7, 3, generator=generator), torch.randn(7, 5, generator=generator),
+             torch.randn(7, generator=generator)]
+    results = []
+    for fn in (translation_reference, translation_edge_scores):
+        leaves = [t.clone().requires_grad_() for t in (lhs, rhs, relations)]
+        outputs = fn(*leaves, rels, lhs_negatives, rhs_negatives)
+        torch.autograd.backward(outputs, grads)
+        results.append([o.detach() for o in outputs] + [leaf.grad for leaf in leaves])
+    for mine, expected in zip(results[1], results[0]):
+        torch.testing.assert_close(mine, expected)
+
+
+def test_translation_gradcheck_in_double_precision():
+    (lhs, rhs, _, _), _, rels, lhs_negatives, rhs_negatives = inputs(torch.float64)
+    relations = torch.randn(4, 5, dtype=torch.float64)
+    leaves = [t.requires_grad_() for t in (lhs, rhs, relations)]
+    assert torch.autograd.gradcheck(
+        lambda a, b, r: translation_edge_scores(a, b, r, rels, lhs_negatives, rhs_negatives), leaves
+    )

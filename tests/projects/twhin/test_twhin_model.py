@@ -204,3 +204,23 @@ def test_side_blocks_path_equals_the_general_gather():
     for side, general in zip(*results):
         torch.testing.assert_close(side, general)
     assert TwhinModel(model_config(), device="cpu")._side_tables is None  # user -> user is not side-aligned
+
+
+def test_translation_path_equals_the_generic_queries():
+    """All relations translation: scored with the operator inside one Function; the same batch
+    through the generic query path gives the same logits and gradients (tables and relations)."""
+    config = model_config(operators=("translation", "translation"))
+    batch = edges_to_batch(EDGES, GraphSchema.from_model_config(config), in_batch_negatives=3, global_negatives=2,
+                           rng=np.random.default_rng(4))
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = TwhinModel(config, device="cpu")
+        assert model._all_translation
+        model._all_translation = fused
+        out = model(batch)
+        F.binary_cross_entropy_with_logits(out["logits"], out["labels"], out["weights"]).backward()
+        results.append([out["logits"].detach()] + [param.grad.clone() for param in model.parameters()])
+    for fused, generic in zip(*results):
+        torch.testing.assert_close(fused, generic)
+    assert not TwhinModel(model_config(operators=("translation", "diagonal")), device="cpu")._all_translation

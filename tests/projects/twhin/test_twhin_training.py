@@ -53,12 +53,13 @@ def test_training_lowers_the_loss_and_learns_held_out_edges(process_group, tmp_p
     assert after["hits@10"] > before["hits@10"]
 
 
-def test_two_ranks_train_in_step(tmp_path):
+@pytest.mark.parametrize("operators", [("translation", "diagonal"), ("translation", "translation")])
+def test_two_ranks_train_in_step(tmp_path, operators):
     from tml.common.testing_utils import run_on_ranks
     from rank_fns_twhin import train_on_ranks
 
     write_random_graph(str(tmp_path), TABLES, RELATIONS, 1001, num_files=3, num_clusters=4, noise=0.0, seed=1)
-    config = model_config(operators=("translation", "diagonal"), tables=TABLES, relations=RELATIONS, dim=16,
+    config = model_config(operators=operators, tables=TABLES, relations=RELATIONS, dim=16,
                           lr=0.1, algorithm="adagrad", translation={"adam": {"lr": 0.01}})
     results = run_on_ranks(train_on_ranks, 2, config.model_dump_json(), str(tmp_path / "*.parquet"), 60)
     assert [r["batches_per_epoch"] for r in results] == [11, 11]  # 500 and 501 edges, batches of 50
@@ -79,7 +80,8 @@ def test_two_ranks_score_each_lookup_with_its_own_row_whatever_the_output_order(
 
     tables = {"a": 6, "b": 7, "c": 8, "d": 9}
     relations = [("ac", "a", "c"), ("ac2", "a", "c")] if side_aligned else [("ab", "a", "b"), ("cd", "c", "d")]
-    config = model_config(operators=("translation", "diagonal"), tables=tables, relations=relations, dim=4)
+    operators = ("translation", "translation") if side_aligned else ("translation", "diagonal")  # both scorers
+    config = model_config(operators=operators, tables=tables, relations=relations, dim=4)
     sides = [(tables[lhs], tables[rhs]) for _, lhs, rhs in relations]
     edges = [
         {"lhs": [i % sides[r][0] for i, r in enumerate(rels)], "rel": rels,
