@@ -13,6 +13,18 @@ def reference(lhs, rhs, tail_query, tail_bias, head_query, head_bias, rels, lhs_
     return positives, lhs_side, rhs_side
 
 
+def assert_same_outputs_and_gradients(fn, reference_fn, tensors, grads):
+    """fn and reference_fn give the same outputs, and the same input gradients for `grads`."""
+    results = []
+    for function in (fn, reference_fn):
+        leaves = [t.clone().requires_grad_() for t in tensors]
+        outputs = function(*leaves)
+        torch.autograd.backward(outputs, grads)
+        results.append([o.detach() for o in outputs] + [leaf.grad for leaf in leaves])
+    for mine, expected in zip(*results):
+        torch.testing.assert_close(mine, expected)
+
+
 def inputs(dtype=torch.float32):
     generator = torch.Generator().manual_seed(0)
     size, dim, count = 7, 5, 3
@@ -28,15 +40,12 @@ def inputs(dtype=torch.float32):
 def test_matches_the_definition_forward_and_backward():
     (lhs, rhs, tail_query, head_query), (tail_bias, head_bias), rels, lhs_negatives, rhs_negatives = inputs()
     grads = [torch.randn(7), torch.randn(7, 3), torch.randn(7, 3)]
-    results = []
-    for fn in (reference, edge_scores):
-        leaves = [t.clone().requires_grad_() for t in (lhs, rhs, tail_query, head_query, tail_bias, head_bias)]
-        a, b, tq, hq, tb, hb = leaves
-        outputs = fn(a, b, tq, tb, hq, hb, rels, lhs_negatives, rhs_negatives)
-        torch.autograd.backward(outputs, grads)
-        results.append([o.detach() for o in outputs] + [leaf.grad for leaf in leaves])
-    for mine, expected in zip(results[1], results[0]):
-        torch.testing.assert_close(mine, expected)
+    tensors = (lhs, rhs, tail_query, head_query, tail_bias, head_bias)
+
+    def scores(fn):
+        return lambda a, b, tq, hq, tb, hb: fn(a, b, tq, tb, hq, hb, rels, lhs_negatives, rhs_negatives)
+
+    assert_same_outputs_and_gradients(scores(edge_scores), scores(reference), tensors, grads)
 
 
 def test_gradcheck_in_double_precision_without_biases():
@@ -74,14 +83,13 @@ def test_translation_scores_match_the_definition_forward_and_backward():
     grads = [torch.randn(7, generator=generator), torch.randn(7, 3, generator=generator),
              torch.randn(7, 3, generator=generator), torch.randn(7, 5, generator=generator),
              torch.randn(7, generator=generator)]
-    results = []
-    for fn in (translation_reference, translation_edge_scores):
-        leaves = [t.clone().requires_grad_() for t in (lhs, rhs, relations)]
-        outputs = fn(*leaves, rels, lhs_negatives, rhs_negatives)
-        torch.autograd.backward(outputs, grads)
-        results.append([o.detach() for o in outputs] + [leaf.grad for leaf in leaves])
-    for mine, expected in zip(results[1], results[0]):
-        torch.testing.assert_close(mine, expected)
+
+    def scores(fn):
+        return lambda a, b, r: fn(a, b, r, rels, lhs_negatives, rhs_negatives)
+
+    assert_same_outputs_and_gradients(
+        scores(translation_edge_scores), scores(translation_reference), (lhs, rhs, relations), grads
+    )
 
 
 def test_translation_gradcheck_in_double_precision():
