@@ -31,10 +31,10 @@ torch.fx.wrap("translation_edge_scores")
 torch.fx.wrap("take_rows")
 torch.fx.wrap("take_side_blocks")
 
-# Up to this many relations, in-batch negatives are scored with one GEMM against all relations'
-# candidates (B x R*N scores: R times more than needed, but at GEMM speed; `edge_scores`); beyond,
-# per edge (`gathered_dots`).
-SCORE_ALL_RELATIONS_UP_TO = 32
+# Up to this many in-batch candidates per side (relations x in-batch negatives), every edge is scored
+# against all of them with one GEMM and keeps its own relation's block (R times more scores than
+# needed, but at GEMM speed; `edge_scores`); beyond, per edge (`gathered_dots`).
+SCORE_ALL_CANDIDATES_UP_TO = 512
 
 # The relation vectors' parameter name (the original's).
 TRANSLATION_PARAM = "all_trans_embs"
@@ -95,8 +95,7 @@ class TwhinModel(nn.Module):
             torch.tensor([self._operator_kinds.index(kind) for kind in kinds], dtype=torch.long),
             persistent=False,
         )
-        self._score_all_relations = len(model_config.relations) <= SCORE_ALL_RELATIONS_UP_TO
-        self._all_translation = self._score_all_relations and self._operator_kinds == [Operator.TRANSLATION]
+        self._all_translation = self._operator_kinds == [Operator.TRANSLATION]
         self._num_tables = len(self.table_names)
         self._positions_by_keys: dict[tuple[str, ...], tuple[int, ...]] = {}
         # Every relation from one table to another one: lookups need no gather (see `_edge_rows`).
@@ -206,7 +205,8 @@ class TwhinModel(nn.Module):
         # when a batch has none, are always in the traced graph.
         size = batch.rels.shape[0]
         lhs, rhs, lhs_sampled, rhs_sampled = self._edge_rows(batch)
-        if self._all_translation:
+        score_all = is_fx_symbolic_tracing() or batch.lhs_negatives.numel() <= SCORE_ALL_CANDIDATES_UP_TO
+        if self._all_translation and score_all:
             # The original's operator, with its query math inside the scoring Function.
             edges = translation_edge_scores(
                 lhs, rhs, self.all_trans_embs, batch.rels, batch.lhs_negatives, batch.rhs_negatives
@@ -216,7 +216,7 @@ class TwhinModel(nn.Module):
         else:
             tail_query, tail_bias = self._query(lhs, batch.rels, "tail")
             head_query, head_bias = self._query(rhs, batch.rels, "head")
-            if self._score_all_relations:
+            if score_all:
                 edges = edge_scores(
                     lhs, rhs, tail_query, tail_bias, head_query, head_bias,
                     batch.rels, batch.lhs_negatives, batch.rhs_negatives,

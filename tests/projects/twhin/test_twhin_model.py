@@ -9,6 +9,7 @@ from tml.projects.twhin.data.reader import EdgeArrays
 from tml.projects.twhin.data.schema import GraphSchema
 from tml.projects.twhin.models.config import Operator
 from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
+from tml.projects.twhin.models.gathered_dots import gathered_dots
 from tml.projects.twhin.models.operators import OPERATORS
 from twhin_helpers import model_config, sharded_model
 
@@ -168,11 +169,13 @@ def test_per_edge_scoring_of_shared_negatives_equals_the_all_relations_gemm(monk
 
     batch = edges_to_batch(EDGES, plain_model()[1], in_batch_negatives=3, global_negatives=1, rng=np.random.default_rng(2))
     results = []
-    for limit in (models_module.SCORE_ALL_RELATIONS_UP_TO, 0):  # 0: many relations -> per-edge gathers
-        monkeypatch.setattr(models_module, "SCORE_ALL_RELATIONS_UP_TO", limit)
+    for limit in (models_module.SCORE_ALL_CANDIDATES_UP_TO, 0):  # 0: too many candidates -> per-edge gathers
+        monkeypatch.setattr(models_module, "SCORE_ALL_CANDIDATES_UP_TO", limit)
+        gathers = []
+        monkeypatch.setattr(models_module, "gathered_dots", lambda *args: gathers.append(1) or gathered_dots(*args))
         model, _ = plain_model()
-        assert model._score_all_relations == (limit > 0)
         out = model(batch)
+        assert len(gathers) == (0 if limit else 2)  # the path under test was taken
         F.binary_cross_entropy_with_logits(out["logits"], out["labels"], out["weights"]).backward()
         grads = [param.grad.clone() for param in model.parameters()]
         results.append((out["logits"].detach(), out["weights"], grads))
