@@ -132,6 +132,9 @@ class _TranslationEdgeScores(torch.autograd.Function):
             lhs, relation, head_query, rels, lhs_index, rhs_index, lhs_candidates, rhs_candidates
         )
         ctx.relations_shape = relations.shape
+        # The queries are only used with global negatives: without, their gradients stay None
+        # instead of being materialized as zeros and added.
+        ctx.set_materialize_grads(False)
         return positives, lhs_side, rhs_side, head_query, tail_bias
 
     @staticmethod
@@ -146,8 +149,7 @@ class _TranslationEdgeScores(torch.autograd.Function):
         (lhs, relation, head_query, rels, lhs_index, rhs_index, lhs_candidates, rhs_candidates) = ctx.saved_tensors
         num_relations = ctx.relations_shape[0]
         size, count = lhs.shape[0], lhs_index.shape[0] // num_relations
-        zeros = lhs.new_zeros(size)
-        weight = (grad_positives if grad_positives is not None else zeros).unsqueeze(1)
+        weight = (grad_positives if grad_positives is not None else lhs.new_zeros(size)).unsqueeze(1)
         lhs_side = grad_lhs_side if grad_lhs_side is not None else lhs.new_zeros(size, count)
         rhs_side = grad_rhs_side if grad_rhs_side is not None else lhs.new_zeros(size, count)
         lhs_grads = _spread(lhs_side.contiguous(), rels, num_relations)  # [B, R * N]

@@ -27,6 +27,7 @@ class _TakeRows(torch.autograd.Function):
         ctx.save_for_backward(*parts)
         ctx.source_shape = source.shape
         ctx.every_row_taken = rows.shape[0] == source.shape[0]
+        ctx.set_materialize_grads(False)  # an unused part's gradient arrives as None
         return tuple(source.index_select(0, part) for part in parts)
 
     @staticmethod
@@ -60,6 +61,7 @@ class _TakeSideBlocks(torch.autograd.Function):
     ) -> tuple[torch.Tensor, ...]:
         lhs_columns, rhs_columns = pooled.narrow(1, lhs_table * dim, dim), pooled.narrow(1, rhs_table * dim, dim)
         ctx.layout = (pooled.shape, dim, lhs_table, rhs_table, size)
+        ctx.set_materialize_grads(False)  # an unused block's gradient arrives as None
         return lhs_columns[:size], rhs_columns[:size], lhs_columns[size:], rhs_columns[size:]
 
     @staticmethod
