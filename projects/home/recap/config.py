@@ -1,6 +1,6 @@
 """The Heavy Ranker's whole config: one YAML file with these top-level sections.
 
-    training:        the loop's schedule (recap's TrainingConfig: core's without num_epochs)
+    training:        the loop's schedule (recap's TrainingConfig: core's without num_epochs, plus seed)
     runtime:         amp / tf32 switches (an addition; absent in the original's files, defaults apply)
     model:           ModelConfig (model/config.py)
     train_data:      RecapDataConfig (data/config.py)
@@ -18,7 +18,7 @@ import enum
 from typing import Any, Dict, Optional
 
 import pydantic
-from pydantic import Field, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
 from tml.core.config import BaseConfig
 from tml.core.config.training import RuntimeConfig
@@ -50,6 +50,15 @@ def _training_fields() -> Dict[str, Any]:
         PositiveInt,
         Field(DEFAULT_NUM_TRAIN_STEPS, description="Number of optimizer steps to train for."),
     )
+    fields["seed"] = (
+        Optional[NonNegativeInt],
+        Field(
+            None,
+            description="Seeds the model's initialisation, dropout and the training data's order (it "
+            "replaces train_data.seed). None: train_data.seed seeds all three. Two runs of one config on "
+            "one machine and world size give the same metrics.",
+        ),
+    )
     return fields
 
 
@@ -58,9 +67,15 @@ TrainingConfig = pydantic.create_model(  # type: ignore[call-overload]
     "TrainingConfig",
     __base__=BaseConfig,
     __module__=__name__,
-    __doc__="Core TrainingConfig without num_epochs; num_train_steps defaults to 1,000,000.",
+    __doc__="Core TrainingConfig without num_epochs, plus `seed`; num_train_steps defaults to 1,000,000.",
     **_training_fields(),
 )
+
+
+def run_seed(config: "RecapConfig") -> int:
+    """The one seed of a run: `training.seed`, else `train_data.seed`."""
+    seed = config.training.seed
+    return config.train_data.seed if seed is None else seed
 
 
 class RecapConfig(BaseConfig):

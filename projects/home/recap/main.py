@@ -20,13 +20,14 @@ import torch
 
 from tml.common import device as device_lib
 from tml.common.entry_point import run_entry_point
+from tml.common.seeding import seed_torch
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
 from tml.core import debug_training_loop
 from tml.core.config import ConfigError, add_config_arguments, load_config_from_args
 from tml.core.summary import tensorboard_dir
 from tml.ml_logging.torch_logging import logging
-from tml.projects.home.recap.config import JobMode, RecapConfig
+from tml.projects.home.recap.config import JobMode, RecapConfig, run_seed
 from tml.projects.home.recap.data.dataset import RecapDataset
 from tml.projects.home.recap.metrics import build_metrics_factory, format_results
 from tml.projects.home.recap.model.entrypoint import create_ranking_model
@@ -90,7 +91,8 @@ def _sparse_feature_names(config: RecapConfig) -> Optional[list[str]]:
 
 def build_datasets(config: RecapConfig) -> tuple[RecapDataset, dict[str, RecapDataset]]:
     sparse = _sparse_feature_names(config)
-    train = RecapDataset(config.train_data, mode=JobMode.TRAIN, repeat=True, sparse_feature_names=sparse)
+    train_data = config.train_data.model_copy(update={"seed": run_seed(config)})
+    train = RecapDataset(train_data, mode=JobMode.TRAIN, repeat=True, sparse_feature_names=sparse)
     # Without repeat each evaluation starts a new pass, so every evaluation reads the same batches.
     validation = {
         name: RecapDataset(data_config, mode=JobMode.EVALUATE, repeat=False, sparse_feature_names=sparse)
@@ -137,7 +139,10 @@ def run(config: RecapConfig, debug_loop: bool = False) -> dict[str, dict[str, fl
     _configure_runtime(config, device)
     training = config.training
     train_dataset, validation_datasets = build_datasets(config)
+    seed = run_seed(config)
+    seed_torch(seed)  # the same initial weights on every rank
     model, optimizer, scheduler = build_model_and_optimizer(config, train_dataset.torch_element_spec, device)
+    seed_torch(seed, device_lib.get_rank() + 1)  # dropout: each rank its own masks
     metrics_factory = build_metrics_factory(list(config.model.tasks), config.validation_data)
     enable_amp = config.runtime.enable_amp
 
