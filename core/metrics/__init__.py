@@ -17,7 +17,7 @@ Lower-level metrics (StableMean, AUROCWithMWU, RCE, NRCE) take tensors in `updat
 from tml.core.metrics.aggregation import StableMean, stable_mean_dist_reduce_fn, update_mean
 from tml.core.metrics.auroc import AUROCWithMWU
 from tml.core.metrics.mixins import MetricMixin, StratifyMixin, Stratifier, TaskMixin, prepend_transform
-from tml.core.metrics.multi_task import TaskMetricCollection, get_multi_task_metrics
+from tml.core.metrics.multi_task import TaskMetricCollection, get_multi_task_metrics, task_metrics
 from tml.core.metrics.ranking import Auc, HitAtK, PosRanks, ReciprocalRank
 from tml.core.metrics.rce import NRCE, RCE
 from tml.core.metrics.task_metrics import (
@@ -40,5 +40,5 @@ __all__ = [
     "Pctr", "PosRanks", "Precision", "RCE", "Recall", "ReciprocalRank", "StableMean", "Stratifier",
     "StratifyMixin", "TaskAUROCWithMWU", "TaskMetricCollection", "TaskMixin", "TaskNRCE", "TaskRCE",
     "TorchMetricsRocauc", "get_multi_task_metrics", "prepend_transform", "probs_and_labels",
-    "stable_mean_dist_reduce_fn", "update_mean",
+    "stable_mean_dist_reduce_fn", "task_metrics", "update_mean",
 ]

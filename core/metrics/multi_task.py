@@ -40,7 +40,7 @@ class TaskMetricCollection(torchmetrics.MetricCollection):
         return isinstance(key, str) and super().__contains__(_module_name(key))
 
 
-def get_multi_task_metrics(
+def task_metrics(
     task_names: Sequence[str],
     *,
     weighted: bool = True,
@@ -49,13 +49,13 @@ def get_multi_task_metrics(
     label_smoothing: float = 0.0,
     epsilon: float = 1e-7,
     stratifier: Optional[Stratifier] = None,
-    prefix: Optional[str] = None,
-) -> TaskMetricCollection:
-    """Per task: auroc (exact weighted MWU), rce, nrce, ctr, pctr, count (positives), calibration.
+) -> dict[str, torchmetrics.Metric]:
+    """Per task: auroc (exact weighted MWU), rce, nrce, ctr, pctr, count (positives), calibration,
+    keyed "<metric>/<task>" (for collections that combine several sets, e.g. one per stratum).
 
-    Keys are "<metric>/<task>". Each metric finds its column by name in outputs["task_names"] when
-    present, else by the task's position in `task_names` (outputs must then be in that order).
-    With `weighted`, outputs["weights"] (if present) weights every metric except count.
+    Each metric finds its column by name in outputs["task_names"] when present, else by the task's
+    position in `task_names` (outputs must then be in that order). With `weighted`,
+    outputs["weights"] (if present) weights every metric except count.
     """
     task_names = list(task_names)
     if len(set(task_names)) != len(task_names):
@@ -74,4 +74,14 @@ def get_multi_task_metrics(
         metrics[f"pctr/{task}"] = Pctr(**weighted_common)
         metrics[f"count/{task}"] = Count(**common)
         metrics[f"calibration/{task}"] = Calibration(**weighted_common)
-    return TaskMetricCollection(metrics, prefix=prefix)
+    return metrics
+
+
+def get_multi_task_metrics(
+    task_names: Sequence[str],
+    *,
+    prefix: Optional[str] = None,
+    **options: Any,
+) -> TaskMetricCollection:
+    """`task_metrics(task_names, **options)` as one collection; keys "<prefix><metric>/<task>"."""
+    return TaskMetricCollection(task_metrics(task_names, **options), prefix=prefix)

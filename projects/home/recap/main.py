@@ -143,7 +143,7 @@ def run(config: RecapConfig, debug_loop: bool = False) -> dict[str, dict[str, fl
     seed_torch(seed)  # the same initial weights on every rank
     model, optimizer, scheduler = build_model_and_optimizer(config, train_dataset.torch_element_spec, device)
     seed_torch(seed, device_lib.get_rank() + 1)  # dropout: each rank its own masks
-    metrics_factory = build_metrics_factory(list(config.model.tasks), config.validation_data)
+    metrics_factory = build_metrics_factory(list(config.model.tasks), config.validation_data, config.model.stratifiers)
     enable_amp = config.runtime.enable_amp
 
     if debug_loop:

@@ -49,9 +49,14 @@ class LargeEmbeddingsConfig(BaseConfig):
 
 
 class StratifierConfig(BaseConfig):
-    """A discrete-feature column that metrics can be split by."""
+    """One stratum: the examples whose discrete-feature column `index` equals `value`. Evaluation
+    reports every task's metrics again over just these examples, under `<metric>/<task>/<name>`."""
 
-    name: str = Field(..., description="Name the column is reported under.")
+    name: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9_.\-]+$",
+        description="Name the stratum is reported under (letters, digits, '_', '.', '-').",
+    )
     index: NonNegativeInt = Field(..., description="Column of `discrete_features`.")
     value: int = Field(..., description="The value of the column that selects the stratum.")
 

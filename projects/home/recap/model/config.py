@@ -190,7 +190,18 @@ class ModelConfig(BaseConfig):
     featurization_config: Optional[FeaturizationConfig] = None
     multi_task_type: MultiTaskType = MultiTaskType.SHARE_NONE
     backbone: Optional[TaskModel] = Field(None, description="Shared network; share_all/share_partial only.")
-    stratifiers: Optional[List[StratifierConfig]] = None
+    stratifiers: Optional[List[StratifierConfig]] = Field(
+        None, description="Strata (discrete column == value) each validation set is also evaluated on."
+    )
+
+    @pydantic.field_validator("stratifiers")
+    @classmethod
+    def _stratifier_names_are_unique(cls, stratifiers: Optional[List[StratifierConfig]]) -> Optional[List[StratifierConfig]]:
+        names = [stratifier.name for stratifier in stratifiers or []]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"stratifier names must be unique (they name the metrics); repeated: {repeated}")
+        return stratifiers
 
     @pydantic.model_validator(mode="after")
     def _backbone_matches_task_type(self) -> "ModelConfig":

@@ -134,15 +134,20 @@ class RecapModelAndLoss(nn.Module):
         outputs["task_names"] = self.task_names
         discrete = _field(batch, "discrete_features")
         outputs["stratifiers"] = {
-            stratifier.name: _required_discrete(discrete)[:, stratifier.index]
-            for stratifier in self.stratifiers
+            stratifier.name: _stratifier_column(discrete, stratifier) for stratifier in self.stratifiers
         }
         return losses["loss"], outputs
 
 
-def _required_discrete(discrete: Optional[torch.Tensor]) -> torch.Tensor:
+def _stratifier_column(discrete: Optional[torch.Tensor], stratifier: StratifierConfig) -> torch.Tensor:
     if discrete is None:
         raise ValueError(
-            "stratifiers read discrete_features columns, but the batch has no discrete_features."
+            f"stratifier {stratifier.name!r} reads discrete_features column {stratifier.index}, but the "
+            "batch has no discrete_features."
         )
-    return discrete
+    if stratifier.index >= discrete.shape[1]:
+        raise ValueError(
+            f"stratifier {stratifier.name!r}: index {stratifier.index} is out of range for "
+            f"discrete_features of {discrete.shape[1]} columns."
+        )
+    return discrete[:, stratifier.index]
