@@ -20,6 +20,7 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
 
 from tml.core.optimizers import LRShim
+from tml.core.optimizers.adam_kernel import adam_kernel_options
 from tml.core.optimizers.config import LearningRate
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.embedding.config import EmbeddingOptimizerConfig
@@ -101,8 +102,14 @@ def build_optimizer(
     model: nn.Module,
     optimizer_config: RecapOptimizerConfig,
     emb_optimizer_config: Optional[EmbeddingOptimizerConfig] = None,
+    fused_adam: bool = True,
 ) -> tuple[CombinedOptimizer, LRShim]:
-    """(CombinedOptimizer over all groups, LRShim scheduling each group); step both every train step."""
+    """(CombinedOptimizer over all groups, LRShim scheduling each group); step both every train step.
+
+    `fused_adam` updates each dense group in one fused kernel pass where torch has one for the
+    parameters' device (see `adam_kernel_options`); False keeps torch's default (on CPU a loop
+    over the parameters).
+    """
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     in_backward = {name for name, p in trainable.items() if _has_in_backward_optimizer(p)}
     fused = _fused_optimizer(model)
@@ -116,8 +123,9 @@ def build_optimizer(
     dense = {name: p for name, p in dense.items() if name not in embedding_params}
 
     adam = optimizer_config.adam
+    kernel = adam_kernel_options(dense.values()) if fused_adam else {}
     adam_factory = functools.partial(
-        torch.optim.Adam, lr=0.0, betas=(adam.beta_1, adam.beta_2), eps=adam.epsilon
+        torch.optim.Adam, lr=0.0, betas=(adam.beta_1, adam.beta_2), eps=adam.epsilon, **kernel
     )
     if optimizer_config.single_task_learning_rate is not None:
         groups = {SINGLE_TASK_GROUP: dense}
