@@ -3,11 +3,30 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Protocol
 
 from tml.common.device import is_chief
 from tml.common.filesystem import infer_fs, is_local_fs
 from tml.ml_logging.torch_logging import logging
+
+
+class ScalarSink(Protocol):
+    """Another destination for the scalars (e.g. Weights & Biases, see tml.common.wandb)."""
+
+    def log(self, run_name: str, values: Mapping[str, float], step: int) -> None: ...
+
+
+# Sinks registered for the duration of a job; every SummaryLogger on rank 0 forwards to them.
+_SINKS: list[ScalarSink] = []
+
+
+def add_scalar_sink(sink: ScalarSink) -> None:
+    _SINKS.append(sink)
+
+
+def remove_scalar_sink(sink: ScalarSink) -> None:
+    if sink in _SINKS:
+        _SINKS.remove(sink)
 
 
 def tensorboard_dir(save_dir: str) -> str:
@@ -28,10 +47,12 @@ def format_scalars(values: Mapping[str, float]) -> str:
 
 
 class SummaryLogger:
-    """Scalars to TensorBoard under `<log_dir>/<run>`; a no-op on every rank but 0."""
+    """Scalars to TensorBoard under `<log_dir>/<run>` and to every registered sink; a no-op on
+    every rank but 0."""
 
     def __init__(self, log_dir: Optional[str], run: str = "train") -> None:
         self._writer = None
+        self._run = run
         if log_dir is not None and is_chief():
             from torch.utils.tensorboard import SummaryWriter
 
@@ -43,6 +64,8 @@ class SummaryLogger:
         for name, value in values.items():
             self._writer.add_scalar(name, float(value), global_step=step)
         self._writer.flush()
+        for sink in _SINKS:
+            sink.log(self._run, values, step)
 
     def close(self) -> None:
         if self._writer is not None:

@@ -7,7 +7,9 @@ from typing import IO, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-# Packages that implement the protocols users are most likely to meet.
+# Packages that implement the protocols users are most likely to meet, and tml's extra that installs
+# the package (`pip install 'tml[gcs]'`).
+_PROTOCOL_EXTRAS = {"gcsfs": "gcs", "s3fs": "s3"}
 _PROTOCOL_PACKAGES = {
     "gs": "gcsfs",
     "gcs": "gcsfs",
@@ -28,8 +30,13 @@ def _cannot_open(protocol: str, error: Exception) -> ImportError:
     # tried; the first line says what is wrong.
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     package = _PROTOCOL_PACKAGES.get(protocol)
-    hint = f"install '{package}' into the environment (.venv/bin/pip install {package.split()[0]})" if package else (
-        "check the path's protocol spelling")
+    if package is None:
+        hint = "check the path's protocol spelling"
+    elif package in _PROTOCOL_EXTRAS:
+        hint = (f"install '{package}' into the environment (.venv/bin/pip install '{package}', or "
+                f"pip install 'tml[{_PROTOCOL_EXTRAS[package]}]')")
+    else:
+        hint = f"install '{package}' into the environment (.venv/bin/pip install {package.split()[0]})"
     return ImportError(f"cannot open '{protocol}://' paths: {reason}. To use them, {hint}.")
 
 

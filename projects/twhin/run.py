@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tml.common import device as device_lib
 from tml.common.entry_point import run_entry_point
 from tml.common.filesystem import infer_fs
+from tml.common.wandb import wandb_logging
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
 from tml.core.config import ConfigError, add_config_arguments, load_config_from_args
@@ -105,8 +106,6 @@ def _clear_save_dir(save_dir: str) -> None:
 def _configure_runtime(config: TwhinConfig, device: torch.device) -> None:
     if config.runtime.enable_tensorfloat32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
-    if config.runtime.wandb is not None:
-        logging.warning("runtime.wandb is set but Weights & Biases logging is not implemented; use TensorBoard.")
 
 
 def run(config: TwhinConfig, overwrite_save_dir: bool = False) -> dict[str, dict[str, float]]:
@@ -158,7 +157,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     config = load_config(args)
     try:
-        run(config, overwrite_save_dir=args.overwrite_save_dir)
+        with wandb_logging(config.runtime.wandb, config, config.training.save_dir):
+            run(config, overwrite_save_dir=args.overwrite_save_dir)
     finally:
         device_lib.teardown()
     return 0

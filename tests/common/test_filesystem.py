@@ -1,5 +1,6 @@
 import importlib.util
 import uuid
+from pathlib import Path
 
 import fsspec
 import pytest
@@ -83,14 +84,24 @@ def test_missing_file_names_the_path(tmp_path, memory_dir):
 
 @pytest.mark.skipif(importlib.util.find_spec("gcsfs") is not None, reason="gcsfs is installed here")
 def test_missing_protocol_package_is_named():
-    with pytest.raises(ImportError, match=r"cannot open 'gs://' paths: .*install 'gcsfs' .*pip install gcsfs"):
+    with pytest.raises(ImportError, match=r"cannot open 'gs://' paths: .*install 'gcsfs' .*pip install 'tml\[gcs\]'"):
         filesystem.glob("gs://some-bucket/data/*.parquet")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("s3fs") is not None, reason="s3fs is installed here")
 def test_missing_s3_package_is_named():
-    with pytest.raises(ImportError, match=r"cannot open 's3://' paths: .*install 's3fs'"):
+    with pytest.raises(ImportError, match=r"cannot open 's3://' paths: .*install 's3fs' .*pip install 'tml\[s3\]'"):
         filesystem.open_file("s3://bucket/key")
+
+
+def test_the_extras_named_in_errors_install_those_packages():
+    import tomllib
+
+    with open(Path(__file__).resolve().parents[2] / "pyproject.toml", "rb") as stream:
+        extras = tomllib.load(stream)["project"]["optional-dependencies"]
+    assert [requirement.split(">")[0] for requirement in extras["gcs"]] == ["gcsfs"]
+    assert [requirement.split(">")[0] for requirement in extras["s3"]] == ["s3fs"]
+    assert [requirement.split(">")[0] for requirement in extras["wandb"]] == ["wandb"]
 
 
 def test_unknown_protocol_suggests_checking_the_spelling():

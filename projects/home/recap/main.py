@@ -21,6 +21,7 @@ import torch
 from tml.common import device as device_lib
 from tml.common.entry_point import run_entry_point
 from tml.common.seeding import seed_torch
+from tml.common.wandb import wandb_logging
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
 from tml.core import debug_training_loop
@@ -129,8 +130,6 @@ def _configure_runtime(config: RecapConfig, device: torch.device) -> None:
     if runtime.enable_tensorfloat32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if runtime.wandb is not None:
-        logging.warning("runtime.wandb is set but Weights & Biases logging is not implemented; use TensorBoard.")
 
 
 def run(config: RecapConfig, debug_loop: bool = False) -> dict[str, dict[str, float]]:
@@ -192,7 +191,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     config = load_config(args)
     try:
-        run(config, debug_loop=args.debug_loop)
+        with wandb_logging(config.runtime.wandb, config, config.training.save_dir):
+            run(config, debug_loop=args.debug_loop)
     finally:
         device_lib.teardown()
     return 0
