@@ -5,10 +5,15 @@ per task AUROC, RCE, NRCE, CTR, pCTR, count and calibration (weighted by the set
 weights), plus the set's mean loss. Each `model.stratifiers` entry adds the same per-task metrics
 over its stratum only (examples whose discrete column `index` equals `value`), keyed
 "<metric>/<task>/<stratifier name>".
+
+The metrics score the calibrated probabilities: the model's estimate for the full, un-sampled data,
+which is also what the sampling-rate weights make each validation set stand for. (Without
+down-sampling in train_data, or with `downsampling_correction: loss_weights`, they equal the raw
+probabilities.)
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 import torchmetrics
@@ -21,6 +26,16 @@ from tml.projects.home.recap.embedding.config import StratifierConfig
 SUMMARY_COLUMNS = ("auroc", "rce", "nrce", "ctr", "pctr", "calibration")
 
 MeanLoss = prepend_transform(torchmetrics.MeanMetric, lambda outputs: {"value": outputs["loss"].detach().float()})
+
+
+class CalibratedMetricCollection(TaskMetricCollection):
+    """Every metric reads outputs["calibrated_probabilities"] as the "probabilities" it scores."""
+
+    def update(self, outputs: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
+        calibrated = outputs.get("calibrated_probabilities") if isinstance(outputs, Mapping) else None
+        if calibrated is not None:
+            outputs = {**outputs, "probabilities": calibrated}
+        super().update(outputs, *args, **kwargs)
 
 
 def evaluation_task_names(model_tasks: Sequence[str], data_config: RecapDataConfig) -> list[str]:
@@ -45,7 +60,7 @@ def build_metrics_factory(
         for stratum in strata:
             stratified = task_metrics(tasks, stratifier=Stratifier(stratum.name, stratum.value))
             metrics.update({f"{key}/{stratum.name}": metric for key, metric in stratified.items()})
-        collection = TaskMetricCollection(metrics)
+        collection = CalibratedMetricCollection(metrics)
         collection.add_metrics({"loss": MeanLoss()})
         return collection
 

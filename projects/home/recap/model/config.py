@@ -182,8 +182,23 @@ class MultiTaskType(str, enum.Enum):
     SHARE_PARTIAL = "share_partial"  # each tower reads the features and the backbone's output
 
 
+class DownsamplingCorrection(str, enum.Enum):
+    """How a model trained on down-sampled data (train_data.tasks' rates) predicts for the full data.
+
+    Exactly one of the two corrections is applied; the original applied both (spec defect B18).
+    """
+
+    CALIBRATION = "calibration"  # loss unweighted by the rates; calibrated_probabilities undo them
+    LOSS_WEIGHTS = "loss_weights"  # loss weighted by 1/rate; outputs need no correction
+
+
 class ModelConfig(BaseConfig):
     tasks: Dict[str, TaskModel] = Field(..., description="Towers by task name, in model output order.")
+    downsampling_correction: DownsamplingCorrection = Field(
+        DownsamplingCorrection.CALIBRATION,
+        description="calibration: train on the down-sampled data as it is and let calibrated_probabilities "
+        "undo train_data's rates; loss_weights: weight the loss by 1/rate, calibrated = raw probabilities.",
+    )
     large_embeddings: Optional[LargeEmbeddingsConfig] = None
     small_embeddings: Optional[SmallEmbeddingsConfig] = None
     position_debias_config: Optional[PositionDebiasConfig] = None

@@ -6,7 +6,8 @@ Input row, concatenated in this order on dim 1:
 The backbone (share_all / share_partial) reads that row; towers read the row (share_none), the
 backbone output (share_all) or both concatenated (share_partial). Each tower yields one logit, which
 an optional affine map rescales; probabilities are its sigmoid, and calibrated probabilities undo the
-data's down-sampling (`NumericCalibration`).
+data's down-sampling (`NumericCalibration`) when `downsampling_correction` is `calibration`; with
+`loss_weights` the loss undoes it instead and calibration is the identity.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from tml.ml_logging.torch_logging import logging
-from tml.projects.home.recap.model.config import ModelConfig, MultiTaskType, TaskModel
+from tml.projects.home.recap.model.config import DownsamplingCorrection, ModelConfig, MultiTaskType, TaskModel
 from tml.projects.home.recap.model.dcn import Dcn
 from tml.projects.home.recap.model.dlrm import DENSE, EMBEDDING, Dlrm, FeatureSegment
 from tml.projects.home.recap.model.feature_transform import build_features_preprocessor, feature_shape
@@ -75,9 +76,10 @@ def _width(input_shapes: InputShapes, name: str) -> int:
     return int(shape[-1]) if shape is not None and len(shape) > 1 else 0
 
 
-def _calibrator(task_name: str, data_config: Any) -> nn.Module:
+def _task_rates(task_name: str, data_config: Any) -> tuple[float, float]:
+    """(pos, neg) down-sampling rates the data declares for a model task; (1, 1) without data config."""
     if data_config is None:
-        return NumericCalibration(1.0, 1.0)
+        return 1.0, 1.0
     tasks = data_config.tasks
     if task_name not in tasks:
         raise ValueError(
@@ -85,14 +87,19 @@ def _calibrator(task_name: str, data_config: Any) -> nn.Module:
             f"needs a label column of the same name."
         )
     rates = tasks[task_name]
-    return NumericCalibration(rates.pos_downsampling_rate, rates.neg_downsampling_rate)
+    return rates.pos_downsampling_rate, rates.neg_downsampling_rate
 
 
 class MultiTaskRankingModel(nn.Module):
     """See the module docstring. `input_shapes` maps feature names ("continuous", "binary", "discrete",
     "user_embedding", ...; or the batch field names "continuous_features", ...) to shapes whose last
     entry is the width (a dataset's `torch_element_spec`); `data_config` (a
-    RecapDataConfig) gives each task's down-sampling rates for calibration (None: no calibration).
+    RecapDataConfig) gives each task's down-sampling rates (None: none).
+
+    Depending on `config.downsampling_correction`, the rates either calibrate the probabilities or
+    are left to the loss. In calibration mode `calibrated_sampling_rates` ([2, T]: pos rates, neg
+    rates, in task order; None when all are 1 or in loss_weights mode) are the rates the calibration
+    undoes, whose inverse-rate weights RecapModelAndLoss removes from the loss.
     `embedding_device` is where the large-embedding tables are allocated ("meta" to shard them later).
     """
 
@@ -154,6 +161,8 @@ class MultiTaskRankingModel(nn.Module):
         self.towers = nn.ModuleDict()
         self.affine_maps = nn.ModuleDict()
         self.calibrators = nn.ModuleDict()
+        calibrate = config.downsampling_correction == DownsamplingCorrection.CALIBRATION
+        rates = {task_name: _task_rates(task_name, data_config) for task_name in config.tasks}
         for task_name, task in config.tasks.items():
             key = sanitize(task_name)
             tower = build_single_task_model(task, tower_dims, tower_layout)
@@ -164,7 +173,15 @@ class MultiTaskRankingModel(nn.Module):
                 )
             self.towers[key] = tower
             self.affine_maps[key] = _affine_map(task)
-            self.calibrators[key] = _calibrator(task_name, data_config)
+            self.calibrators[key] = NumericCalibration(*(rates[task_name] if calibrate else (1.0, 1.0)))
+        # Calibration mode: the training sample is learnt as it is, so the loss must not also carry
+        # the rates' weights (which the data pipeline puts in `weights`, for the metrics).
+        any_rate = any(rate != (1.0, 1.0) for rate in rates.values())
+        self.register_buffer(
+            "calibrated_sampling_rates",
+            torch.tensor([list(pair) for pair in rates.values()]).T.contiguous() if calibrate and any_rate else None,
+            persistent=False,
+        )
 
     def forward(
         self,

@@ -16,6 +16,7 @@ from tml.core.loss_type import LossType
 from tml.core.losses import build_multi_task_loss
 from tml.projects.home.recap.embedding.config import StratifierConfig
 from tml.projects.home.recap.model.config import ModelConfig
+from tml.projects.home.recap.model.numeric_calibration import sampling_weights
 from tml.projects.home.recap.model.tracing import is_fx_symbolic_tracing
 
 # Batch fields the ranking model reads; anything else in the batch is not passed to it.
@@ -67,7 +68,12 @@ class RecapModelAndLoss(nn.Module):
     model task order), "labels" and "weights" [B, T] in the same order, "task_names", the loss
     function's entries (e.g. "loss/<task>", "loss") and "stratifiers" {name: discrete column [B]}.
 
-    The data's label column names come from the batch's `label_names` field/attribute when it has one,
+    The loss is weighted by `weights`, except that a model calibrating its outputs for down-sampling
+(`calibrated_sampling_rates`) has those rates' inverse weights divided out of the loss weights
+first: the calibration undoes the sampling, and undoing it twice would under-predict. The
+"weights" output keeps the data's full weights, which the metrics use.
+
+The data's label column names come from the batch's `label_names` field/attribute when it has one,
     else from the `label_names` given here; without either, labels must already have one column per
     model task in model order.
     """
@@ -125,7 +131,7 @@ class RecapModelAndLoss(nn.Module):
             if raw_weights is None
             else self._in_task_order(raw_weights, label_names, "weights").float()
         )
-        losses = self.loss_fn(outputs["logits"], labels, weights)
+        losses = self.loss_fn(outputs["logits"], labels, self._loss_weights(labels, weights))
         if not isinstance(losses, Mapping):
             losses = {"loss": losses}
         outputs.update(losses)
@@ -137,6 +143,12 @@ class RecapModelAndLoss(nn.Module):
             stratifier.name: _stratifier_column(discrete, stratifier) for stratifier in self.stratifiers
         }
         return losses["loss"], outputs
+
+    def _loss_weights(self, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        rates = getattr(self.model, "calibrated_sampling_rates", None)
+        if rates is None:
+            return weights
+        return weights / sampling_weights(labels, rates.to(weights.device))
 
 
 def _stratifier_column(discrete: Optional[torch.Tensor], stratifier: StratifierConfig) -> torch.Tensor:

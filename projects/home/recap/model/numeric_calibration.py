@@ -1,4 +1,14 @@
-"""Undo the label-dependent down-sampling of the training data in the predicted probabilities."""
+"""Undo the label-dependent down-sampling of the training data, in the probabilities or in the loss.
+
+A task's data that kept positives with probability `pos` and negatives with probability `neg` has
+its odds of a positive multiplied by pos / neg. Two corrections give full-data probabilities, and a
+model uses exactly one (`ModelConfig.downsampling_correction`):
+- calibration: train on the sample as it is (the model learns the sample's odds) and multiply the
+  predicted odds by neg / pos (`NumericCalibration`);
+- loss weights: weight each example by 1/rate of its label (`sampling_weights`), so the sample counts
+  as the full data and the model learns its odds directly.
+Applying both (as the original did) under-predicts by the rate ratio once more.
+"""
 
 from __future__ import annotations
 
@@ -24,3 +34,9 @@ class NumericCalibration(nn.Module):
 
     def forward(self, probs: torch.Tensor) -> torch.Tensor:
         return probs * self.ratio / (1.0 - probs + probs * self.ratio)
+
+
+def sampling_weights(labels: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
+    """[B, T] weights y / pos + (1 - y) / neg; `rates` is [2, T] (pos rates, then neg rates)."""
+    labels = labels.to(rates.dtype)
+    return labels / rates[0] + (1.0 - labels) / rates[1]

@@ -142,9 +142,13 @@ def test_a_tiny_model_learns_a_synthetic_problem():
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
 
 
-def test_calibration_undoes_a_known_negative_down_sampling():
-    """Train on data whose negatives were kept with probability 0.1: the raw probabilities learn the
-    down-sampled positive rate, the calibrated ones the true rate."""
+@pytest.mark.parametrize("correction", ["calibration", "loss_weights"])
+def test_down_sampling_is_undone_exactly_once(correction):
+    """Train on data whose negatives were kept with probability 0.1, with the sampling-rate weights
+    the data pipeline adds. calibration: the raw probabilities learn the sample's positive rate and the
+    calibrated ones the true rate; loss_weights: the raw probabilities learn the true rate and
+    calibration changes nothing. Either way calibrated = true rate (the original's both-at-once
+    under-predicted)."""
     torch.manual_seed(0)
     generator = torch.Generator().manual_seed(0)
     true_rate = {0: 0.02, 1: 0.2}  # by the value of binary feature 0
@@ -152,7 +156,7 @@ def test_calibration_undoes_a_known_negative_down_sampling():
     rates = data_config(
         TASKS, recap__engagement__is_favorited=(1.0, neg_rate), recap__engagement__is_replied=(1.0, neg_rate)
     )
-    config = model_config(tower={"mlp_config": {"layer_sizes": [4, 1]}})
+    config = model_config(tower={"mlp_config": {"layer_sizes": [4, 1]}}, downsampling_correction=correction)
     model = MultiTaskRankingModel(INPUT_SHAPES, config, rates)
     model_and_loss = RecapModelAndLoss(model, build_recap_loss(config))
     optimizer = torch.optim.Adam(model.parameters(), lr=0.03)
@@ -165,6 +169,7 @@ def test_calibration_undoes_a_known_negative_down_sampling():
         keep = (labels == 1) | (torch.rand(p.shape, generator=generator) < neg_rate)
         fields = {name: value[keep] for name, value in fields.items()}
         fields["labels"] = labels[keep].unsqueeze(1).repeat(1, 2)
+        fields["weights"] = fields["labels"] / 1.0 + (1 - fields["labels"]) / neg_rate  # as the pipeline
         return fields
 
     for _ in range(150):
@@ -179,11 +184,43 @@ def test_calibration_undoes_a_known_negative_down_sampling():
         outputs = model(**{k: v for k, v in fields.items() if k != "labels"})
     group = fields["binary_features"][:, 0] == 1
     for value, mask in ((0, ~group), (1, group)):
-        observed = true_rate[value] / (true_rate[value] + (1 - true_rate[value]) * neg_rate)
-        assert outputs["probabilities"][mask].mean().item() == pytest.approx(observed, abs=0.05)
-        assert outputs["calibrated_probabilities"][mask].mean().item() == pytest.approx(
-            true_rate[value], rel=0.3
-        )
+        sample_rate = true_rate[value] / (true_rate[value] + (1 - true_rate[value]) * neg_rate)
+        raw = outputs["probabilities"][mask].mean().item()
+        calibrated = outputs["calibrated_probabilities"][mask].mean().item()
+        if correction == "calibration":
+            assert raw == pytest.approx(sample_rate, abs=0.05)
+        else:
+            assert raw == pytest.approx(true_rate[value], rel=0.3)
+            torch.testing.assert_close(outputs["calibrated_probabilities"], outputs["probabilities"])
+        assert calibrated == pytest.approx(true_rate[value], rel=0.3)
+
+
+def test_loss_weights_drop_the_calibrated_rates_and_keep_the_rest():
+    """Calibration mode removes the rates' inverse weights (which the data put in `weights` for the
+    metrics) from the loss; other weight factors (downsample_negatives) and the weights output stay."""
+    rates = data_config(TASKS, recap__engagement__is_favorited=(0.5, 0.1))
+    fields = batch(batch_size=6, seed=3)
+    fields["labels"] = torch.tensor([[1, 0], [0, 1], [0, 0], [1, 1], [0, 0], [1, 0]])
+    extra = torch.tensor([1.0, 2.0, 3.0, 1.0, 0.5, 0.0])[:, None]  # e.g. downsample_negatives, padding
+    sampling = torch.stack([fields["labels"][:, 0] / 0.5 + (1 - fields["labels"][:, 0]) / 0.1,
+                            torch.ones(6)], 1)
+    fields["weights"] = extra * sampling
+    expected_loss_weights = {"calibration": extra.expand(6, 2), "loss_weights": fields["weights"]}
+    for correction, loss_weights in expected_loss_weights.items():
+        torch.manual_seed(0)
+        config = model_config(downsampling_correction=correction)
+        seen = {}
+
+        def loss_fn(logits, labels, weights):
+            seen["weights"] = weights
+            return {"loss": logits.sum() * 0}
+
+        model = MultiTaskRankingModel(INPUT_SHAPES, config, rates)
+        _, outputs = RecapModelAndLoss(model, loss_fn)(fields)
+        torch.testing.assert_close(seen["weights"], loss_weights.float())
+        torch.testing.assert_close(outputs["weights"], fields["weights"].float())
+        expected_ratio = 0.2 if correction == "calibration" else 1.0
+        assert model.calibrators[TASKS[0].replace(".", "__")].ratio.item() == pytest.approx(expected_ratio)
 
 
 def test_recap_batch_label_names_and_absent_embeddings():
