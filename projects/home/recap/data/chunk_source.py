@@ -53,12 +53,14 @@ class SourceOptions:
 
 class ChunkSource:
     def __init__(self, reader: ParquetChunkReader, options: SourceOptions, stats: DataStats) -> None:
+        """`reader.read(unit)` yields chunks; its `row_group_count(path)`, if it has one, says how a
+        file splits among ranks (default: the file's Parquet row groups)."""
         self._reader = reader
         self._options = options
         self._stats = stats
         self._cached: Optional[list[Chunk]] = None
         self._next_pass = 0  # a new iteration continues the pass count, so it gets a new file order
-        self._row_group_count = functools.lru_cache(maxsize=None)(num_row_groups)
+        self._row_group_count = functools.lru_cache(maxsize=None)(getattr(reader, "row_group_count", num_row_groups))
 
     def _read_unit(self, unit: ReadUnit) -> Iterator[Chunk]:
         try:

@@ -1,4 +1,4 @@
-"""`RecapDataset`: Parquet files to `RecapBatch`es for one rank, prepared in a background thread.
+"""`RecapDataset`: Parquet (or the original's gzip TFRecord) files to `RecapBatch`es for one rank, prepared in a background thread.
 
 Per pass: the file list is shuffled (same order on every rank), each rank takes its share (whole
 files, or row groups when there are fewer files than ranks), chunks stream through a shuffle pool
@@ -23,10 +23,13 @@ from tml.projects.home.recap.data.parquet_reader import ParquetChunkReader
 from tml.common.prefetch import BackgroundIterator, ordered_map
 from tml.projects.home.recap.data.segdense import plan_features
 from tml.projects.home.recap.data.sharding import pass_rng
+from tml.projects.home.recap.data.tfrecord_reader import DataFileReader, TFRecordChunkReader
 from tml.projects.home.recap.data.shuffle import ShufflePool
 
 # Row groups larger than this are read in slices, so memory stays bounded whatever the writer chose.
 MAX_CHUNK_BYTES = 256 << 20
+# TFRecord examples decoded per chunk (they are parsed one by one; this only bounds the list).
+TFRECORD_CHUNK_ROWS = 1024
 
 
 def per_rank_batch_size(global_batch_size: int, world_size: int) -> int:
@@ -87,7 +90,10 @@ class RecapDataset(torch.utils.data.IterableDataset):
             data_config, self.plan, self._mode, self.stats, sparse_feature_names, vocab_mapper
         )
         self._source = ChunkSource(
-            ParquetChunkReader(self.plan, max_chunk_rows=max(1, MAX_CHUNK_BYTES // self.plan.row_bytes)),
+            DataFileReader(
+                ParquetChunkReader(self.plan, max_chunk_rows=max(1, MAX_CHUNK_BYTES // self.plan.row_bytes)),
+                TFRecordChunkReader(self.plan, rows_per_chunk=TFRECORD_CHUNK_ROWS),
+            ),
             SourceOptions(
                 files=self.files,
                 rank=self._rank,

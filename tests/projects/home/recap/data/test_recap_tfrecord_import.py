@@ -1,50 +1,18 @@
 """TFRecord (tf.Example, GZIP as the original wrote them) to Parquet, round trip through RecapDataset."""
 from __future__ import annotations
 
-import gzip
-import os
-import json
 import re
-import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from recap_data_fixtures import make_config, row_columns, write_schema
+from recap_tfrecords import write_tfrecord as _write_tfrecord
 
 from tml.projects.home.recap.data.dataset import RecapDataset
 from tml.projects.home.recap.data.tfrecord_import import convert_tfrecords, main, parquet_name, read_records
 
 tfrecord = pytest.importorskip("tfrecord", reason="TFRecord import needs the tfrecord package")
-
-KIND = {"float_list": "float", "int64_list": "int", "bytes_list": "byte"}
-
-
-def _write_tfrecord(path, schema_path: str, row_ids: np.ndarray, gzipped: bool = True, skip: tuple = ()) -> None:
-    schema = json.load(open(schema_path))["schema"]
-    columns = row_columns(row_ids)
-    raw = str(path) + ".raw"
-    writer = tfrecord.TFRecordWriter(raw)
-    for row in range(len(row_ids)):
-        example = {}
-        for entry in schema:
-            name = entry["feature_name"]
-            if name in skip:
-                continue
-            value = columns[name]
-            if entry["length"] == -1:
-                values = value.values[value.offsets[row]: value.offsets[row + 1]].tolist()
-            else:
-                values = np.atleast_1d(value[row]).tolist()
-            example[name] = (values, KIND[entry["dtype"]])
-        writer.write(example)
-    writer.close()
-    if gzipped:
-        with open(raw, "rb") as source, gzip.open(path, "wb") as target:
-            shutil.copyfileobj(source, target)
-        os.remove(raw)
-    else:
-        shutil.move(raw, path)
 
 
 def test_round_trip_through_the_dataset(tmp_path):
