@@ -29,6 +29,7 @@ from tml.common.wandb import wandb_logging
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
 from tml.core.config import ConfigError, add_config_arguments, load_config_from_args
+from tml.core.precision import warn_if_bf16_is_slow
 from tml.core.summary import format_scalars, tensorboard_dir
 from tml.ml_logging.torch_logging import logging
 from tml.projects.twhin.config import TwhinConfig
@@ -106,6 +107,7 @@ def _clear_save_dir(save_dir: str) -> None:
 def _configure_runtime(config: TwhinConfig, device: torch.device) -> None:
     if config.runtime.enable_tensorfloat32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    warn_if_bf16_is_slow(device, config.runtime.enable_amp)
 
 
 def run(config: TwhinConfig, overwrite_save_dir: bool = False) -> dict[str, dict[str, float]]:

@@ -26,6 +26,7 @@ from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
 from tml.core import debug_training_loop
 from tml.core.config import ConfigError, add_config_arguments, load_config_from_args
+from tml.core.precision import warn_if_bf16_is_slow
 from tml.core.summary import tensorboard_dir
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.config import JobMode, RecapConfig, run_seed
@@ -130,6 +131,7 @@ def _configure_runtime(config: RecapConfig, device: torch.device) -> None:
     if runtime.enable_tensorfloat32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    warn_if_bf16_is_slow(device, runtime.enable_amp)
 
 
 def run(config: RecapConfig, debug_loop: bool = False) -> dict[str, dict[str, float]]:
