@@ -25,7 +25,22 @@ from tml.projects.home.recap.embedding.config import StratifierConfig
 # Columns of the end-of-run summary, in this order; the metric keys are "<column>/<task>".
 SUMMARY_COLUMNS = ("auroc", "rce", "nrce", "ctr", "pctr", "calibration")
 
-MeanLoss = prepend_transform(torchmetrics.MeanMetric, lambda outputs: {"value": outputs["loss"].detach().float()})
+def _loss_per_counted_row(outputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """A batch's loss is a mean over all its rows; rows whose weights are all 0 (the padding of a
+    last partial batch) add nothing to it but the divisor. Rescaled to the rows that count and
+    weighted by their number, the set's loss is the mean over its rows, as if in one batch."""
+    loss = outputs["loss"].detach().float()
+    weights = outputs.get("weights")
+    if weights is None or weights.dim() == 0:
+        return {"value": loss}
+    rows = weights.shape[0]
+    counted = (weights.reshape(rows, -1) != 0).any(dim=1).sum().float()
+    if counted == 0:
+        return {"value": loss, "weight": counted}
+    return {"value": loss * rows / counted, "weight": counted}
+
+
+MeanLoss = prepend_transform(torchmetrics.MeanMetric, _loss_per_counted_row)
 
 
 class CalibratedMetricCollection(TaskMetricCollection):

@@ -2,6 +2,8 @@
 
 gather -> tensors -> mantissa masking -> sampling-rate weights -> preprocessors -> labels [B, T]
 (train/eval); inference skips weights and preprocessing and gives zero weights [B, 1].
+Padding rows of a last partial evaluation batch (PaddedBatchPlan) get label 0 and weight 0 before
+the preprocessors, so no metric counts them.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from tml.projects.home.recap.data.preprocessors import (
     sampling_rate_weights,
 )
 from tml.projects.home.recap.data.segdense import FeaturePlan
-from tml.projects.home.recap.data.shuffle import BatchPlan, gather
+from tml.projects.home.recap.data.shuffle import BatchPlan, PaddedBatchPlan, gather
 
 Inputs = dict[str, Any]
 
@@ -94,9 +96,11 @@ class BatchAssembler:
         return dict(self._gather_widths)
 
     def __call__(self, batch_plan: BatchPlan) -> RecapBatch:
-        return self.assemble(gather(batch_plan, self._gather_widths))
+        padding_rows = batch_plan.padding_rows if isinstance(batch_plan, PaddedBatchPlan) else 0
+        return self.assemble(gather(batch_plan, self._gather_widths), padding_rows=padding_rows)
 
-    def assemble(self, columns: Inputs, count: bool = True) -> RecapBatch:
+    def assemble(self, columns: Inputs, count: bool = True, padding_rows: int = 0) -> RecapBatch:
+        """`padding_rows`: the last rows only fill the batch up; they get label 0 and weight 0."""
         inputs = to_tensors(columns)
         for name, bits in self._config.seg_dense_schema.mask_mantissa_features.items():
             mask_mantissa_(inputs[name], bits)
@@ -104,7 +108,14 @@ class BatchAssembler:
         if self._inference:
             inputs[WEIGHTS] = torch.zeros(rows, 1)
         else:
+            padding = slice(rows - padding_rows, rows)
+            for task in self._config.tasks if padding_rows else ():
+                inputs[task] = inputs[task].clone()  # gathered arrays may be shared; never write into them
+                inputs[task][padding] = 0
             weights = sampling_rate_weights(inputs, self._config.tasks)
+            if padding_rows:
+                weights = torch.ones(rows, len(self._config.tasks)) if weights is None else weights
+                weights[padding] = 0.0
             if weights is not None:
                 inputs[WEIGHTS] = weights
             if self.preprocess is not None:

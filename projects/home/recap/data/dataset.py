@@ -2,8 +2,10 @@
 
 Per pass: the file list is shuffled (same order on every rank), each rank takes its share (whole
 files, or row groups when there are fewer files than ranks), chunks stream through a shuffle pool
-into drop-remainder batches of global_batch_size / world_size rows (times the downsampling batch
-multiplier), which are assembled into RecapBatches. `repeat=True` runs passes forever.
+into batches of global_batch_size / world_size rows (times the downsampling batch multiplier), which
+are assembled into RecapBatches. `repeat=True` runs passes forever. A last partial batch is dropped,
+except in evaluation mode without repeat: there every row counts, so it is filled up to the batch
+size with rows of label 0 and weight 0 (each rank its own last batch).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from tml.projects.home.recap.data.batch import RecapBatch
 from tml.projects.home.recap.data.chunk_source import ChunkSource, DataStats, SourceOptions
 from tml.projects.home.recap.data.config import RecapDataConfig
 from tml.projects.home.recap.data.file_listing import list_input_files
-from tml.projects.home.recap.data.job_modes import INFERENCE, TRAIN, mode_name
+from tml.projects.home.recap.data.job_modes import EVALUATE, INFERENCE, TRAIN, mode_name
 from tml.projects.home.recap.data.parquet_reader import ParquetChunkReader
 from tml.common.prefetch import BackgroundIterator, ordered_map
 from tml.projects.home.recap.data.segdense import plan_features
@@ -128,7 +130,7 @@ class RecapDataset(torch.utils.data.IterableDataset):
             try:
                 for chunk in chunks:
                     yield from pool.add(chunk)
-                yield from pool.drain()
+                yield from pool.drain(pad_last=self._mode == EVALUATE and not self._repeat)
             finally:
                 if isinstance(chunks, BackgroundIterator):
                     chunks.close()

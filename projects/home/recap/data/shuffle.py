@@ -17,6 +17,16 @@ from tml.projects.home.recap.data.arrow_columns import Column, JaggedColumn
 from tml.projects.home.recap.data.parquet_reader import Chunk
 
 BatchPlan = list[tuple[Chunk, np.ndarray]]  # (chunk, its rows in this batch)
+
+
+class PaddedBatchPlan(list):
+    """A last, partial batch filled up to the batch size: its final `padding_rows` rows repeat a real
+    row and must not count (the assembler gives them label 0 and weight 0)."""
+
+    def __init__(self, parts: BatchPlan, padding_rows: int) -> None:
+        super().__init__(parts)
+        self.padding_rows = padding_rows
+
 _COMPACT_BELOW = 4  # leftover rows of a chunk are copied out when fewer than 1/4 of its rows
 
 
@@ -54,9 +64,17 @@ class ShufflePool:
         self._pending += chunk.num_rows
         yield from self._take(keep=self._buffer_rows)
 
-    def drain(self) -> Iterator[BatchPlan]:
-        """At the end of the data: the remaining full batches; a last partial batch is dropped."""
+    def drain(self, pad_last: bool = False) -> Iterator[BatchPlan]:
+        """At the end of the data: the remaining full batches, then the rows left over (fewer than a
+        batch) either dropped, as tf.data's drop_remainder, or with `pad_last` as a PaddedBatchPlan
+        of full size (evaluation: every row counts, and every batch has the same shape)."""
         yield from self._take(keep=0)
+        if pad_last and self._pending:
+            entries = np.repeat(np.arange(len(self._entries)), [len(entry.rows) for entry in self._entries])
+            rows = np.concatenate([entry.rows for entry in self._entries])
+            padding = self._batch_rows - len(rows)
+            filler = (self._entries[0].chunk, np.repeat(self._entries[0].rows[:1], padding))
+            yield PaddedBatchPlan(self._plan(entries, rows) + [filler], padding)
         self._entries, self._pending = [], 0
 
     def _take(self, keep: int) -> Iterator[BatchPlan]:
