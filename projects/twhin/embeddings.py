@@ -10,7 +10,12 @@ found by its state-dict key `...embedding_bags.<table>.weight` and loaded whole.
 
     python -m tml.projects.twhin.embeddings export --source SAVE_DIR_OR_CKPT --out_dir DIR [--table T ...]
     python -m tml.projects.twhin.embeddings get --source SRC --table user --ids 1 2 3 [--normalize]
-    python -m tml.projects.twhin.embeddings nearest --source SRC --table user --ids 1 2 --k 10
+    python -m tml.projects.twhin.embeddings nearest --source SRC --table user --ids 1 2 --k 10 [--exact]
+    python -m tml.projects.twhin.embeddings index --source EXPORT_DIR --table user [--kind auto|hnsw|ivf]
+
+`index` builds a faiss index of an exported table (HNSW or IVF by size, see `ann_index`) and saves
+it beside the export; `nearest` then uses it for that table unless `--exact` is given. Without a
+saved index (the default, and for small tables) `nearest` is exact.
 """
 from __future__ import annotations
 
@@ -233,6 +238,36 @@ def get_embeddings(
     return {int(i): vector.copy() for i, vector in zip(found_ids, vectors)}
 
 
+def build_nearest_index(source: str, table: str, kind: str = "auto", metric: str = "cosine") -> Optional[str]:
+    """Build and save the approximate index of an exported table (`ann_index`); returns its path,
+    or None when the table is small enough for exact search (kind 'auto' below
+    ann_index.APPROXIMATE_MIN_ROWS rows) and no index is written."""
+    from tml.projects.twhin import ann_index
+
+    if not _is_export(source):
+        raise ValueError(f"{source} is not an embeddings export; the index is saved beside one (run `export` first).")
+    ids, vectors = _read_export(source, table)
+    if not np.array_equal(ids, np.arange(len(ids))):
+        raise ValueError(f"{source}/{table}.parquet does not hold ids 0..{len(ids) - 1} in order; re-export it.")
+    if kind == "auto" and ann_index.choose_kind(len(ids)) == "exact":
+        return None
+    index, info = ann_index.build_index(vectors, metric, kind)
+    return ann_index.save_index(index, info, source, table)
+
+
+def _nearest_approximate(
+    query_ids: np.ndarray, queries: np.ndarray, k: int, index, exclude_self: bool
+) -> dict[int, list[tuple[int, float]]]:
+    from tml.projects.twhin import ann_index
+
+    found, scores = ann_index.search(index, queries, k + int(exclude_self), "cosine")
+    result = {}
+    for query, row_ids, row_scores in zip(query_ids.tolist(), found.tolist(), scores.tolist()):
+        pairs = [(i, s) for i, s in zip(row_ids, row_scores) if i >= 0 and not (exclude_self and i == query)]
+        result[int(query)] = [(int(i), float(s)) for i, s in pairs[:k]]
+    return result
+
+
 def nearest(
     ids: Iterable[int],
     k: int,
@@ -240,13 +275,22 @@ def nearest(
     source: str,
     exclude_self: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    exact: bool = False,
 ) -> dict[int, list[tuple[int, float]]]:
-    """id -> its k most cosine-similar rows of `table` as (id, similarity), best first. Exact: the
-    table is scanned in chunks of `chunk_rows`, keeping a running top-k."""
+    """id -> its k most cosine-similar rows of `table` as (id, similarity), best first. With a saved
+    index beside an export (`build_nearest_index`) and not `exact`: the index's approximate answer.
+    Otherwise exact: the table is scanned in chunks of `chunk_rows`, keeping a running top-k."""
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}.")
     queries_by_id = get_embeddings(ids, table, source, normalize=True)
     query_ids = np.array(list(queries_by_id), dtype=np.int64)
+    if not exact and _is_export(source) and filesystem.is_local_fs(filesystem.infer_fs(source)):
+        from tml.projects.twhin import ann_index
+
+        saved = ann_index.load_index(source, table, "cosine")
+        if saved is not None:
+            queries_matrix = np.stack([queries_by_id[int(i)] for i in query_ids])
+            return _nearest_approximate(query_ids, queries_matrix, k, saved[0], exclude_self)
     queries = torch.from_numpy(np.stack([queries_by_id[int(i)] for i in query_ids]))
     best_scores = torch.full((len(query_ids), 0), float("-inf"))
     best_ids = torch.zeros((len(query_ids), 0), dtype=torch.long)
@@ -286,6 +330,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         sub.add_argument("--ids", type=int, nargs="+", required=True)
     get.add_argument("--normalize", action="store_true")
     near.add_argument("--k", type=int, default=10)
+    near.add_argument("--exact", action="store_true", help="Exact search even when a saved index exists.")
+    index = commands.add_parser("index", help="Build a faiss index of an exported table, saved beside it.")
+    index.add_argument("--source", required=True, help="Export directory.")
+    index.add_argument("--table", required=True)
+    index.add_argument("--kind", choices=("auto", "exact", "hnsw", "ivf"), default="auto",
+                       help="auto: none below 50k rows (exact search), HNSW below 1M, IVF from 1M.")
+    index.add_argument("--metric", choices=("cosine", "dot"), default="cosine",
+                       help="cosine (what `nearest` ranks by) or dot (the translation/dot operators' ranking).")
     args = parser.parse_args(argv)
     if args.command == "export":
         names = None
@@ -299,8 +351,11 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     elif args.command == "get":
         for node, vector in get_embeddings(args.ids, args.table, args.source, args.normalize).items():
             print(json.dumps({"id": node, "vector": [round(float(x), 7) for x in vector]}))
+    elif args.command == "index":
+        path = build_nearest_index(args.source, args.table, args.kind, args.metric)
+        print(f"{args.table}: {path}" if path else f"{args.table}: small table, no index built: `nearest` searches it exactly")
     else:
-        for node, neighbours in nearest(args.ids, args.k, args.table, args.source).items():
+        for node, neighbours in nearest(args.ids, args.k, args.table, args.source, exact=args.exact).items():
             print(json.dumps({"id": node, "nearest": [{"id": i, "cosine": round(s, 6)} for i, s in neighbours]}))
 
 

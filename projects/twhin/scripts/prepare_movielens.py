@@ -9,7 +9,10 @@ Reads `recbole/dataset_example/ml-100k/` from the installed `recbole` wheel
   TwHIN relation per (head type, tail type) it connects, named `<relation>` when it connects one
   pair only, else `<relation>:<head type>-<tail type>`.
 The ratings are split at random (seed 0) into 90% train, 5% valid and 5% test; every KG triple is
-training data. Written under --out_dir (default /tmp/twhin/movielens, the path of config/movielens.yaml):
+training data. `--split time` cuts them by time instead, exactly where the Heavy Ranker's MovieLens
+data is cut (the earliest 80% of all ratings, 3 stars included, in (time, user, movie) order,
+train; the rest is valid; test is empty), so that TwHIN vectors trained on it can feed that
+ranker without seeing its validation ratings. Written under --out_dir (default /tmp/twhin/movielens, the path of config/movielens.yaml):
     train/, valid/, test/ (part-00000.parquet: lhs, rel, rhs), mapping/<table>.parquet (id, key),
     mapping/relations.parquet, graph.yaml (the tables and relations, to paste into a config).
 
@@ -49,10 +52,28 @@ def _numbered(keys: set[str]) -> list[str]:
     return sorted(keys, key=lambda key: (0, int(key), key) if key.isdigit() else (1, 0, key))
 
 
-def prepare_movielens(source_dir: str, out_dir: str, seed: int = 0) -> dict:
+def _time_split(times: np.ndarray, users: np.ndarray, items: np.ndarray, validation_fraction: float) -> np.ndarray:
+    """Positions (in rating order) of the earliest (1 - validation_fraction) ratings, ordered by
+    (time, user, movie) as the Heavy Ranker's preparation orders them."""
+    order = np.lexsort((items, users, times))
+    return order[: int(round(len(order) * (1.0 - validation_fraction)))]
+
+
+def prepare_movielens(source_dir: str, out_dir: str, seed: int = 0, split: str = "random",
+                      validation_fraction: float = 0.2) -> dict:
     """Convert; returns the graph description written to graph.yaml (tables, relations, counts)."""
-    inter = _rows(os.path.join(source_dir, "ml-100k.inter"))
+    if split not in ("random", "time"):
+        raise ValueError(f"split must be 'random' or 'time', got '{split}'")
+    inter = list(_rows(os.path.join(source_dir, "ml-100k.inter")))
     ratings = [(r["user_id"], r["item_id"], float(r["rating"])) for r in inter]
+    in_train = np.zeros(len(ratings), dtype=bool)
+    if split == "time":
+        in_train[_time_split(
+            np.array([float(r["timestamp"]) for r in inter]),
+            np.array([int(r["user_id"]) for r in inter]),
+            np.array([int(r["item_id"]) for r in inter]),
+            validation_fraction,
+        )] = True
     entity_of_item = {r["item_id"]: r["entity_id"] for r in _rows(os.path.join(source_dir, "ml-100k.link"))}
     item_of_entity = {entity: item for item, entity in entity_of_item.items()}
     triples = [(r["head_id"], r["relation_id"], r["tail_id"]) for r in _rows(os.path.join(source_dir, "ml-100k.kg"))]
@@ -88,15 +109,23 @@ def prepare_movielens(source_dir: str, out_dir: str, seed: int = 0) -> dict:
     rel_index = {key: i for i, key in enumerate(relation_keys)}
 
     liked, disliked = rel_index[("liked", "user", "movie")], rel_index[("disliked", "user", "movie")]
+    kept = [i for i, (_, _, rating) in enumerate(ratings) if rating >= LIKED_MIN_RATING or rating <= DISLIKED_MAX_RATING]
     rating_edges = [
-        (liked if rating >= LIKED_MIN_RATING else disliked, ids["user"][user], ids["movie"][item])
-        for user, item, rating in ratings
-        if rating >= LIKED_MIN_RATING or rating <= DISLIKED_MAX_RATING
+        (liked if ratings[i][2] >= LIKED_MIN_RATING else disliked, ids["user"][ratings[i][0]], ids["movie"][ratings[i][1]])
+        for i in kept
     ]
-    order = np.random.default_rng(seed).permutation(len(rating_edges))
-    cut_train = int(len(order) * SPLIT_FRACTIONS[0])
-    cut_valid = cut_train + int(len(order) * SPLIT_FRACTIONS[1])
-    splits = {"train": order[:cut_train], "valid": order[cut_train:cut_valid], "test": order[cut_valid:]}
+    if split == "time":
+        train_mask = in_train[kept]
+        splits = {
+            "train": np.flatnonzero(train_mask),
+            "valid": np.flatnonzero(~train_mask),
+            "test": np.zeros(0, dtype=np.int64),
+        }
+    else:
+        order = np.random.default_rng(seed).permutation(len(rating_edges))
+        cut_train = int(len(order) * SPLIT_FRACTIONS[0])
+        cut_valid = cut_train + int(len(order) * SPLIT_FRACTIONS[1])
+        splits = {"train": order[:cut_train], "valid": order[cut_train:cut_valid], "test": order[cut_valid:]}
     kg_rows = [(rel_index[(r, h, t)], head, tail) for r, h, t, head, tail in kg_edges]
     kg_array = np.array(kg_rows, dtype=np.int64).reshape(-1, 3)
     rating_array = np.array(rating_edges, dtype=np.int64).reshape(-1, 3)
@@ -129,9 +158,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--out_dir", default=DEFAULT_OUT_DIR)
     parser.add_argument("--source_dir", help="Folder with the ml-100k.* files (default: from the recbole package).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the train/valid/test split of the ratings.")
+    parser.add_argument("--split", choices=("random", "time"), default="random",
+                        help="random: 90/5/5 train/valid/test; time: the Heavy Ranker's time cut (train/valid).")
+    parser.add_argument("--validation_fraction", type=float, default=0.2, help="Latest share of ratings (--split time).")
     args = parser.parse_args(argv)
     source = args.source_dir or str(package_data_dir("recbole", "1.2.1", "recbole/dataset_example/ml-100k"))
-    graph = prepare_movielens(source, args.out_dir, args.seed)
+    graph = prepare_movielens(source, args.out_dir, args.seed, args.split, args.validation_fraction)
     relations = len(graph["relations"])
     print(f"movielens: tables {graph['tables']}, {relations} relations, edges {graph['edges']} -> {args.out_dir}")
 

@@ -1,0 +1,217 @@
+"""Write exported TwHIN vectors into Heavy Ranker Parquet data as embedding columns.
+
+    python -m tml.projects.home.recap.twhin_features --embeddings EXPORT_DIR \
+        --input 'data/train/*.parquet' --output_dir OUT/train \
+        --feature twhin.user_embedding=user:meta.user_id --feature twhin.movie_embedding=movie:meta.movie_id \
+        [--id_mapping MAPPING_DIR]
+
+In production the Heavy Ranker reads TwHIN vectors as input columns (renamed to `user_embedding`,
+`author_embedding`, ... by the config's `renamed_features`); this joins them by id. Each
+`--feature COLUMN=TABLE:ID_COLUMN` adds the float[dim] column COLUMN holding, for every row, the
+vector of TABLE (an `embeddings export` table: id, vector) at the row's ID_COLUMN. With
+`--id_mapping DIR` the data's ids are keys: DIR/<table>.parquet (id, key; written by the TwHIN
+preparation scripts) turns them into TwHIN row ids. A row whose id has no vector (absent from the
+export or the mapping, or null) gets zeros, and is counted: the counts are printed and saved as
+`twhin_features.json` in the output folder. Every input file becomes one output file of the same
+name with all its columns and row groups; input files are never written.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from tml.common.filesystem import util as fs_util
+
+SUMMARY_FILE = "twhin_features.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TwhinFeature:
+    """Output column `column` = vector of TwHIN table `table` at the row's `id_column`."""
+
+    column: str
+    table: str
+    id_column: str
+
+    @classmethod
+    def parse(cls, text: str) -> "TwhinFeature":
+        column, sep, rest = text.partition("=")
+        table, sep2, id_column = rest.partition(":")
+        if not (sep and sep2 and column and table and id_column):
+            raise ValueError(f"--feature '{text}' is not COLUMN=TABLE:ID_COLUMN (e.g. twhin.user_embedding=user:meta.user_id)")
+        return cls(column, table, id_column)
+
+
+class VectorTable:
+    """The rows of one exported TwHIN table, looked up by data id (through an optional id mapping)."""
+
+    def __init__(self, export_dir: str, table: str, mapping_dir: Optional[str] = None) -> None:
+        path = os.path.join(export_dir, f"{table}.parquet")
+        if not fs_util.exists(path):
+            raise FileNotFoundError(f"{path} does not exist: '{table}' is not a table of the TwHIN export {export_dir}")
+        with fs_util.open_file(path, "rb") as stream:
+            data = pq.read_table(stream, columns=["id", "vector"])
+        vector_type = data.schema.field("vector").type
+        if not pa.types.is_fixed_size_list(vector_type):
+            raise ValueError(f"{path}: column 'vector' is {vector_type}, expected a fixed-size list of floats")
+        self.dim = vector_type.list_size
+        ids = data.column("id").to_numpy().astype(np.int64)
+        vectors = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        order = np.argsort(ids, kind="stable")
+        self.ids = ids[order]
+        self.vectors = vectors.astype(np.float32).reshape(-1, self.dim)[order]
+        self.keys: Optional[pa.Array] = None
+        self.key_ids: Optional[np.ndarray] = None
+        if mapping_dir is not None:
+            mapping_path = os.path.join(mapping_dir, f"{table}.parquet")
+            if not fs_util.exists(mapping_path):
+                raise FileNotFoundError(f"{mapping_path} does not exist: no id mapping for table '{table}'")
+            with fs_util.open_file(mapping_path, "rb") as stream:
+                mapping = pq.read_table(stream, columns=["id", "key"])
+            self.keys = mapping.column("key").combine_chunks().cast(pa.string())
+            self.key_ids = mapping.column("id").to_numpy().astype(np.int64)
+
+    def lookup(self, data_ids: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """([n, dim] vectors, [n] bool found) for the data's ids; not found rows are zeros."""
+        if self.keys is not None:
+            positions = pc.index_in(data_ids.cast(pa.string()), value_set=self.keys)
+            found = positions.is_valid().to_numpy(zero_copy_only=False)
+            row_ids = np.where(found, self.key_ids[positions.fill_null(0).to_numpy()], -1)
+        else:
+            found = data_ids.is_valid().to_numpy(zero_copy_only=False)
+            row_ids = np.where(found, data_ids.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64), -1)
+        slots = np.minimum(np.searchsorted(self.ids, row_ids), max(len(self.ids) - 1, 0))
+        if len(self.ids):
+            found &= self.ids[slots] == row_ids
+        else:
+            found[:] = False
+        out = np.zeros((len(row_ids), self.dim), dtype=np.float32)
+        out[found] = self.vectors[slots[found]]
+        return out, found
+
+
+def _vector_array(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1), type=pa.float32()), matrix.shape[1])
+
+
+def _id_array(table: pa.Table, column: str, where: str) -> pa.Array:
+    if column not in table.column_names:
+        raise KeyError(f"{where} has no id column '{column}'; columns: {table.column_names}")
+    values = table.column(column).combine_chunks()
+    if pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+        values = pc.list_element(values, 0)  # length-1 lists hold scalars in the segdense layout
+    if not pa.types.is_integer(values.type):
+        raise TypeError(f"{where}: id column '{column}' is {values.type}, expected integers")
+    return values
+
+
+def add_twhin_columns(
+    table: pa.Table, features: Sequence[TwhinFeature], vectors: dict[str, VectorTable], where: str = "table"
+) -> tuple[pa.Table, dict[str, int]]:
+    """`table` with one vector column per feature appended; and the number of rows without a vector
+    per feature."""
+    missing: dict[str, int] = {}
+    for feature in features:
+        if feature.column in table.column_names:
+            raise ValueError(f"{where} already has a column '{feature.column}'")
+        matrix, found = vectors[feature.table].lookup(_id_array(table, feature.id_column, where))
+        table = table.append_column(pa.field(feature.column, pa.list_(pa.float32(), matrix.shape[1])), _vector_array(matrix))
+        missing[feature.column] = int((~found).sum())
+    return table, missing
+
+
+def load_vector_tables(
+    export_dir: str, features: Iterable[TwhinFeature], mapping_dir: Optional[str] = None
+) -> dict[str, VectorTable]:
+    return {f.table: VectorTable(export_dir, f.table, mapping_dir) for f in features}
+
+
+def write_twhin_features(
+    inputs: str | Sequence[str],
+    output_dir: str,
+    export_dir: str,
+    features: Sequence[TwhinFeature],
+    mapping_dir: Optional[str] = None,
+) -> dict[str, object]:
+    """Join every input file with the TwHIN vectors; returns the summary also saved as twhin_features.json."""
+    paths = sorted(fs_util.glob(inputs)) if isinstance(inputs, str) else list(inputs)
+    if not paths:
+        raise FileNotFoundError(f"no Parquet files match {inputs}")
+    if len({f.column for f in features}) != len(features):
+        raise ValueError(f"two --feature options write the same column: {[f.column for f in features]}")
+    out_abs = os.path.abspath(output_dir)
+    clashes = [p for p in paths if os.path.dirname(os.path.abspath(p)) == out_abs]
+    if clashes:
+        raise ValueError(f"--output_dir {output_dir} holds the input {clashes[0]}; write the joined files elsewhere")
+    vectors = load_vector_tables(export_dir, features, mapping_dir)
+    os.makedirs(output_dir, exist_ok=True)
+    rows, missing = 0, {f.column: 0 for f in features}
+    for path in paths:
+        target = os.path.join(output_dir, os.path.basename(path))
+        with fs_util.open_file(path, "rb") as stream:
+            source = pq.ParquetFile(stream)
+            writer: Optional[pq.ParquetWriter] = None
+            try:
+                for group in range(source.num_row_groups):
+                    joined, group_missing = add_twhin_columns(source.read_row_group(group), features, vectors, path)
+                    if writer is None:
+                        writer = pq.ParquetWriter(target + ".tmp", joined.schema)
+                    writer.write_table(joined)
+                    rows += joined.num_rows
+                    for column, count in group_missing.items():
+                        missing[column] += count
+            finally:
+                if writer is not None:
+                    writer.close()
+        if writer is not None:
+            os.replace(target + ".tmp", target)
+    summary: dict[str, object] = {
+        "embeddings": export_dir,
+        "id_mapping": mapping_dir,
+        "files": len(paths),
+        "rows": rows,
+        "features": {
+            f.column: {"table": f.table, "id_column": f.id_column, "dim": vectors[f.table].dim, "rows_without_vector": missing[f.column]}
+            for f in features
+        },
+    }
+    with open(os.path.join(output_dir, SUMMARY_FILE), "w") as stream:
+        json.dump(summary, stream, indent=2)
+    return summary
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tml.projects.home.recap.twhin_features", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--embeddings", required=True, help="A TwHIN export directory (embeddings export --out_dir).")
+    parser.add_argument("--input", required=True, help="Glob of Heavy Ranker Parquet files.")
+    parser.add_argument("--output_dir", required=True, help="Where the joined files (same names) are written.")
+    parser.add_argument("--feature", action="append", required=True, metavar="COLUMN=TABLE:ID_COLUMN",
+                        help="Add COLUMN = vector of TABLE at ID_COLUMN (repeatable).")
+    parser.add_argument("--id_mapping", help="Folder of <table>.parquet (id, key): the data's ids are keys.")
+    args = parser.parse_args(argv)
+    try:
+        features = [TwhinFeature.parse(text) for text in args.feature]
+        summary = write_twhin_features(args.input, args.output_dir, args.embeddings, features, args.id_mapping)
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
+        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
+        return 2
+    for column, info in summary["features"].items():  # type: ignore[union-attr]
+        print(f"{column}: {info['dim']}-d vectors of '{info['table']}' by {info['id_column']}; "
+              f"{info['rows_without_vector']} of {summary['rows']} rows without a vector (zeros)")
+    print(f"wrote {summary['files']} files to {args.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,93 @@
+"""The TwHIN feature join: ids (direct and through a key mapping), rows without a vector, widths."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tml.projects.home.recap import twhin_features as tf
+
+
+def _export(folder, table, ids, vectors):
+    folder.mkdir(parents=True, exist_ok=True)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    pq.write_table(pa.table({"id": pa.array(ids, pa.int64()), "vector": column}), folder / f"{table}.parquet")
+
+
+@pytest.fixture
+def export(tmp_path):
+    folder = tmp_path / "export"
+    _export(folder, "user", [0, 1, 2], [[1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3]])
+    _export(folder, "movie", [0, 1], [[10, 0], [0, 10]])  # another width
+    return folder
+
+
+def _data(folder, name, **columns):
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.table(columns)
+    pq.write_table(table, folder / name, row_group_size=2)
+    return folder / name
+
+
+def test_join_by_row_id_fills_missing_with_zeros_and_counts_them(tmp_path, export):
+    _data(tmp_path / "in", "a.parquet", **{"meta.user_id": pa.array([2, 0, 7, None, 1], pa.int64()),
+                                          "meta.movie_id": pa.array([1, 1, 0, 0, 5], pa.int64()),
+                                          "label": pa.array([1, 0, 1, 0, 1], pa.int64())})
+    features = [tf.TwhinFeature.parse("tu=user:meta.user_id"), tf.TwhinFeature.parse("tm=movie:meta.movie_id")]
+    summary = tf.write_twhin_features(str(tmp_path / "in/*.parquet"), str(tmp_path / "out"), str(export), features)
+    out = pq.read_table(tmp_path / "out/a.parquet")
+    assert out.column_names == ["meta.user_id", "meta.movie_id", "label", "tu", "tm"]
+    assert out.schema.field("tu").type == pa.list_(pa.float32(), 4)
+    assert out.schema.field("tm").type == pa.list_(pa.float32(), 2)
+    users = np.array(out.column("tu").to_pylist())
+    np.testing.assert_array_equal(users, [[3] * 4, [1] * 4, [0] * 4, [0] * 4, [2] * 4])  # 7 and null: zeros
+    np.testing.assert_array_equal(np.array(out.column("tm").to_pylist()), [[0, 10], [0, 10], [10, 0], [10, 0], [0, 0]])
+    assert out.column("label").to_pylist() == [1, 0, 1, 0, 1]
+    assert pq.ParquetFile(tmp_path / "out/a.parquet").num_row_groups == 3  # row groups kept
+    assert summary["features"]["tu"]["rows_without_vector"] == 2
+    assert summary["features"]["tm"]["rows_without_vector"] == 1
+    assert json.loads((tmp_path / "out" / tf.SUMMARY_FILE).read_text())["rows"] == 5
+
+
+def test_join_through_key_mapping(tmp_path, export):
+    mapping = tmp_path / "mapping"
+    mapping.mkdir()
+    # data ids are the original keys "101", "102", "103" -> TwHIN rows 2, 0, 1
+    pq.write_table(pa.table({"id": pa.array([2, 0, 1], pa.int64()), "key": ["101", "102", "103"]}), mapping / "user.parquet")
+    _data(tmp_path / "in", "a.parquet", uid=pa.array([103, 101, 999], pa.int64()))
+    summary = tf.write_twhin_features(str(tmp_path / "in/a.parquet"), str(tmp_path / "out"), str(export),
+                                      [tf.TwhinFeature("v", "user", "uid")], str(mapping))
+    got = np.array(pq.read_table(tmp_path / "out/a.parquet").column("v").to_pylist())
+    np.testing.assert_array_equal(got, [[2] * 4, [3] * 4, [0] * 4])
+    assert summary["features"]["v"]["rows_without_vector"] == 1
+
+
+def test_length_one_list_ids_are_read_as_scalars(tmp_path, export):
+    ids = pa.FixedSizeListArray.from_arrays(pa.array([1, 0], pa.int64()), 1)
+    _data(tmp_path / "in", "a.parquet", uid=ids)
+    tf.write_twhin_features(str(tmp_path / "in/a.parquet"), str(tmp_path / "out"), str(export),
+                            [tf.TwhinFeature("v", "user", "uid")])
+    got = np.array(pq.read_table(tmp_path / "out/a.parquet").column("v").to_pylist())
+    np.testing.assert_array_equal(got, [[2] * 4, [1] * 4])
+
+
+def test_bad_inputs_are_named(tmp_path, export):
+    _data(tmp_path / "in", "a.parquet", uid=pa.array([1], pa.int64()), v=pa.array([1.0]))
+    with pytest.raises(KeyError, match="no id column 'nope'"):
+        tf.write_twhin_features(str(tmp_path / "in/a.parquet"), str(tmp_path / "out"), str(export),
+                                [tf.TwhinFeature("x", "user", "nope")])
+    with pytest.raises(FileNotFoundError, match="'song' is not a table"):
+        tf.write_twhin_features(str(tmp_path / "in/a.parquet"), str(tmp_path / "out"), str(export),
+                                [tf.TwhinFeature("x", "song", "uid")])
+    with pytest.raises(ValueError, match="already has a column 'v'"):
+        tf.write_twhin_features(str(tmp_path / "in/a.parquet"), str(tmp_path / "out"), str(export),
+                                [tf.TwhinFeature("v", "user", "uid")])
+    with pytest.raises(ValueError, match="holds the input"):
+        tf.write_twhin_features(str(tmp_path / "in/a.parquet"), str(tmp_path / "in"), str(export),
+                                [tf.TwhinFeature("x", "user", "uid")])
+    with pytest.raises(ValueError, match="COLUMN=TABLE:ID_COLUMN"):
+        tf.TwhinFeature.parse("x=user")
+    assert tf.main(["--embeddings", str(export), "--input", str(tmp_path / "in/a.parquet"), "--output_dir",
+                    str(tmp_path / "o2"), "--feature", "x=user:nope"]) == 2
