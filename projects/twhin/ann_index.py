@@ -54,8 +54,9 @@ def ivf_cells(rows: int) -> int:
 
 
 def default_nprobe(cells: int) -> int:
-    """Cells scanned per query: 1/32 of them (at least 8), a recall/speed middle on random data."""
-    return max(8, cells // 32)
+    """Cells scanned per query: 1/16 of them (at least 8). On structureless random vectors (the
+    bench) that finds about two thirds of the exact top 10; real embeddings cluster, and do better."""
+    return max(8, cells // 16)
 
 
 def prepare_vectors(vectors: np.ndarray, metric: str) -> np.ndarray:

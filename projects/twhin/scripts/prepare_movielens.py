@@ -12,7 +12,9 @@ The ratings are split at random (seed 0) into 90% train, 5% valid and 5% test; e
 training data. `--split time` cuts them by time instead, exactly where the Heavy Ranker's MovieLens
 data is cut (the earliest 80% of all ratings, 3 stars included, in (time, user, movie) order,
 train; the rest is valid; test is empty), so that TwHIN vectors trained on it can feed that
-ranker without seeing its validation ratings. Written under --out_dir (default /tmp/twhin/movielens, the path of config/movielens.yaml):
+ranker without seeing its validation ratings. Then only users with a training edge are in the user
+table (ids 0..n-1; the config's larger table leaves its last rows unused): a user first seen after
+the split has no vector, rather than an untrained random one. Written under --out_dir (default /tmp/twhin/movielens, the path of config/movielens.yaml):
     train/, valid/, test/ (part-00000.parquet: lhs, rel, rhs), mapping/<table>.parquet (id, key),
     mapping/relations.parquet, graph.yaml (the tables and relations, to paste into a config).
 
@@ -78,7 +80,11 @@ def prepare_movielens(source_dir: str, out_dir: str, seed: int = 0, split: str =
     item_of_entity = {entity: item for item, entity in entity_of_item.items()}
     triples = [(r["head_id"], r["relation_id"], r["tail_id"]) for r in _rows(os.path.join(source_dir, "ml-100k.kg"))]
 
-    users = _numbered({user for user, _, _ in ratings})
+    is_edge = [rating >= LIKED_MIN_RATING or rating <= DISLIKED_MAX_RATING for _, _, rating in ratings]
+    if split == "time":  # a user without a training edge gets no vector (and no row): nothing could train it
+        users = _numbered({ratings[i][0] for i in range(len(ratings)) if in_train[i] and is_edge[i]})
+    else:
+        users = _numbered({user for user, _, _ in ratings})
     movies = _numbered({item for _, item, _ in ratings} | set(entity_of_item))
     kg_nodes = {node for head, _, tail in triples for node in (head, tail)}
     entities = sorted(kg_nodes - set(item_of_entity))
@@ -109,7 +115,7 @@ def prepare_movielens(source_dir: str, out_dir: str, seed: int = 0, split: str =
     rel_index = {key: i for i, key in enumerate(relation_keys)}
 
     liked, disliked = rel_index[("liked", "user", "movie")], rel_index[("disliked", "user", "movie")]
-    kept = [i for i, (_, _, rating) in enumerate(ratings) if rating >= LIKED_MIN_RATING or rating <= DISLIKED_MAX_RATING]
+    kept = [i for i in range(len(ratings)) if is_edge[i] and ratings[i][0] in ids["user"]]
     rating_edges = [
         (liked if ratings[i][2] >= LIKED_MIN_RATING else disliked, ids["user"][ratings[i][0]], ids["movie"][ratings[i][1]])
         for i in kept

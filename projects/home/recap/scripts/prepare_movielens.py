@@ -185,6 +185,144 @@ def build_rows(folder: Path, validation_fraction: float) -> tuple[dict[str, np.n
     return columns, num_train
 
 
+def _history_at(groups: np.ndarray, values: np.ndarray, query_groups: np.ndarray, query_positions: np.ndarray,
+                fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """For rows in time order (position = index): per query (group, position), how many rows of that
+    group come before the position, and the mean of their values (`fill` when none)."""
+    size = len(groups) + 1
+    order = np.lexsort((np.arange(len(groups)), groups))
+    keys = groups[order].astype(np.int64) * size + order
+    sums = np.concatenate([[0.0], np.cumsum(values[order].astype(np.float64))])
+    start = np.searchsorted(keys, query_groups.astype(np.int64) * size)
+    end = np.searchsorted(keys, query_groups.astype(np.int64) * size + query_positions)
+    count = (end - start).astype(np.float64)
+    return count, np.where(count > 0, (sums[end] - sums[start]) / np.maximum(count, 1), fill)
+
+
+def _movie_table(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(movie ids, release years (0 unknown), [movies, genres] multi-hot) of ml-100k.item."""
+    items = read_atomic_file(folder / "ml-100k.item")
+    keys = np.array(items["item_id"], dtype=np.int64)
+    years = np.array([int(y) if y.isdigit() else 0 for y in items["release_year"]], dtype=np.int64)
+    genre_lists = [text.split() for text in items["class"]]
+    genres = sorted({genre for names in genre_lists for genre in names})
+    multi_hot = np.zeros((len(keys), len(genres)), dtype=np.int64)
+    for row, names in enumerate(genre_lists):
+        multi_hot[row, [genres.index(name) for name in names]] = 1
+    return keys, years, multi_hot
+
+
+def negative_rows(folder: Path, columns: dict[str, np.ndarray], num_train: int, per_rating: int, seed: int = 0
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Sampled non-engagements, as the Heavy Ranker's training data has them (candidates shown and not
+    engaged with): for each rating (rows of `columns`, in time order), `per_rating` movies drawn
+    uniformly among those the user never rates, shown at the rating's time; all labels 0,
+    meta.rating 0. The user's features are the rating's; the movie's are computed for it at that
+    time. Returns the columns and, per negative, the position of its rating."""
+    user, movie = columns["meta.user_id"], columns["meta.movie_id"]
+    stars = columns["meta.rating"].astype(np.float64)
+    item_keys, years, item_genres = _movie_table(folder)
+    rng = np.random.default_rng(seed)
+    source = np.repeat(np.arange(len(user)), per_rating)
+    stride = int(item_keys.max()) + 1
+    rated = np.unique(user * stride + movie)
+    picked = item_keys[rng.integers(0, len(item_keys), len(source))]
+    for _ in range(100):  # redraw the (few) movies the user rates
+        clash = np.isin(user[source] * stride + picked, rated)
+        if not clash.any():
+            break
+        picked[clash] = item_keys[rng.integers(0, len(item_keys), int(clash.sum()))]
+    source, picked = source[~clash], picked[~clash]
+    item_rows = _lookup(picked, item_keys, np.arange(len(item_keys)), "movie")
+    release_year = years[item_rows]
+    known_year = release_year > 0
+    rating_year = columns["meta.timestamp"][source].astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+    fill = float(stars[:num_train].mean())  # as build_rows: a mean without history is the training mean
+    movie_count, movie_mean = _history_at(movie, stars, picked, source, fill)
+    genres = item_genres[item_rows]
+    continuous = columns[CONTINUOUS][source].copy()
+    continuous[:, 1] = release_year
+    continuous[:, 2] = np.where(known_year, np.maximum(rating_year - release_year, 0), 0)
+    continuous[:, 5], continuous[:, 6], continuous[:, 7] = movie_count, movie_mean, genres.sum(axis=1)
+    binary = columns[BINARY][source].copy()
+    user_width = binary.shape[1] - genres.shape[1] - 1  # gender and occupation come first
+    binary[:, user_width:-1], binary[:, -1] = genres, ~known_year
+    zeros = np.zeros(len(source), dtype=np.int64)
+    negatives = {
+        CONTINUOUS: continuous, BINARY: binary, DISCRETE: columns[DISCRETE][source],
+        "liked": zeros, "loved": zeros, "disliked": zeros,
+        "meta.user_id": user[source], "meta.movie_id": picked,
+        "meta.timestamp": columns["meta.timestamp"][source], "meta.rating": zeros,
+    }
+    return negatives, source
+
+
+def candidate_columns(folder: Path, users: np.ndarray, movies: np.ndarray,
+                      validation_fraction: float = 0.2) -> dict[str, np.ndarray]:
+    """Rows of the same layout for (user, movie) pairs nobody rated, as if shown at the time of the
+    split: the users' and movies' history features count every training rating (the state when the
+    validation period starts); labels are 0 (candidates have none)."""
+    ratings = read_atomic_file(folder / "ml-100k.inter")
+    users_file = read_atomic_file(folder / "ml-100k.user")
+    items = read_atomic_file(folder / "ml-100k.item")
+    user = np.array(ratings["user_id"], dtype=np.int64)
+    movie = np.array(ratings["item_id"], dtype=np.int64)
+    stars = np.array(ratings["rating"], dtype=np.float64)
+    timestamp = np.array(ratings["timestamp"], dtype=np.float64).astype(np.int64)
+    order = np.lexsort((movie, user, timestamp))
+    num_train = int(round(len(order) * (1.0 - validation_fraction)))
+    train = order[:num_train]
+    fill = float(stars[train].mean())
+    split_year = int(np.datetime64(int(timestamp[order[num_train]]), "s").astype("datetime64[Y]").astype(np.int64)) + 1970
+
+    def history(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        counts = np.bincount(keys[train], minlength=int(max(keys.max(), ids.max())) + 1).astype(np.float64)
+        sums = np.bincount(keys[train], weights=stars[train], minlength=len(counts))
+        count = counts[ids]
+        return count, np.where(count > 0, sums[ids] / np.maximum(count, 1), fill)
+
+    users, movies = np.asarray(users, dtype=np.int64), np.asarray(movies, dtype=np.int64)
+    user_keys = np.array(users_file["user_id"], dtype=np.int64)
+    age = _lookup(users, user_keys, np.array(users_file["age"], dtype=np.int64), "user")
+    gender = _lookup(users, user_keys, np.array([GENDERS.index(g) for g in users_file["gender"]]), "user")
+    occupations = sorted(set(users_file["occupation"]))
+    occupation = _lookup(users, user_keys, np.array([occupations.index(o) for o in users_file["occupation"]]), "user")
+    item_keys = np.array(items["item_id"], dtype=np.int64)
+    years = np.array([int(y) if y.isdigit() else 0 for y in items["release_year"]], dtype=np.int64)
+    genre_lists = [text.split() for text in items["class"]]
+    genres = sorted({genre for names in genre_lists for genre in names})
+    item_genres = np.zeros((len(item_keys), len(genres)), dtype=np.int64)
+    for row, names in enumerate(genre_lists):
+        item_genres[row, [genres.index(name) for name in names]] = 1
+    item_rows = _lookup(movies, item_keys, np.arange(len(item_keys)), "movie")
+    release_year = years[item_rows]
+    known_year = release_year > 0
+    user_count, user_mean = history(user, users)
+    movie_count, movie_mean = history(movie, movies)
+    movie_genres = item_genres[item_rows]
+    continuous = np.stack(
+        [age, release_year, np.where(known_year, np.maximum(split_year - release_year, 0), 0),
+         user_count, user_mean, movie_count, movie_mean, movie_genres.sum(axis=1)],
+        axis=1,
+    ).astype(np.float32)
+    binary = np.concatenate(
+        [_one_hot(gender, len(GENDERS)), _one_hot(occupation, len(occupations)), movie_genres, (~known_year)[:, None]],
+        axis=1,
+    ).astype(np.int64)
+    discrete = np.stack([gender, occupation, np.searchsorted(AGE_BUCKET_EDGES, age, side="right")], axis=1)
+    zeros = np.zeros(len(users), dtype=np.int64)
+    return {
+        CONTINUOUS: continuous,
+        BINARY: binary,
+        DISCRETE: discrete.astype(np.int64),
+        "liked": zeros, "loved": zeros, "disliked": zeros,
+        "meta.user_id": users,
+        "meta.movie_id": movies,
+        "meta.timestamp": np.full(len(users), int(timestamp[order[num_train]]), dtype=np.int64),
+        "meta.rating": zeros,
+    }
+
+
 def _check_widths(columns: dict[str, np.ndarray], schema: dict[str, SegDenseFeature]) -> None:
     for name, feature in schema.items():
         width = 1 if columns[name].ndim == 1 else columns[name].shape[1]
@@ -212,22 +350,34 @@ def write_split(folder: str, columns: dict[str, np.ndarray], rows: np.ndarray, n
 
 
 def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_train_files: int = 4,
-                      seed: int = 0) -> dict[str, object]:
+                      seed: int = 0, negatives_per_rating: int = 0) -> dict[str, object]:
     """Write the train and validation splits; returns their statistics (also saved as stats.json)."""
+    if negatives_per_rating < 0:
+        raise ValueError(f"negatives_per_rating must be >= 0, got {negatives_per_rating}")
     schema = load_segdense_schema(SCHEMA_PATH)
-    columns, num_train = build_rows(movielens_folder(), validation_fraction)
+    folder = movielens_folder()
+    columns, num_train = build_rows(folder, validation_fraction)
     _check_widths(columns, schema)
     total = len(columns["liked"])
     train_rows = np.random.default_rng(seed).permutation(num_train)
     validation_rows = np.arange(num_train, total)
+    ratings_only = columns
+    if negatives_per_rating:
+        negatives, source = negative_rows(folder, columns, num_train, negatives_per_rating, seed)
+        columns = {name: np.concatenate([columns[name], negatives[name]]) for name in columns}
+        negative_index = total + np.arange(len(source))
+        train_rows = np.random.default_rng(seed).permutation(
+            np.concatenate([np.arange(num_train), negative_index[source < num_train]]))
+        validation_rows = np.concatenate([validation_rows, negative_index[source >= num_train]])
     write_split(os.path.join(output_dir, "train"), columns, train_rows, num_train_files, schema)
     write_split(os.path.join(output_dir, "validation"), columns, validation_rows, 1, schema)
-    users = columns["meta.user_id"]
+    users = ratings_only["meta.user_id"]
     stats: dict[str, object] = {
         "source": f"{DISTRIBUTION}=={VERSION}:{DATA_FOLDER}",
-        "train_rows": int(num_train),
-        "validation_rows": int(total - num_train),
-        "split_timestamp": int(columns["meta.timestamp"][num_train]),
+        "train_rows": int(len(train_rows)),
+        "validation_rows": int(len(validation_rows)),
+        "negatives_per_rating": negatives_per_rating,
+        "split_timestamp": int(ratings_only["meta.timestamp"][num_train]),
         "validation_users": int(len(np.unique(users[num_train:]))),
         "validation_users_seen_in_train": int(len(np.intersect1d(users[num_train:], users[:num_train]))),
         "label_rates": {
@@ -245,9 +395,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="Where train/ and validation/ are written.")
     parser.add_argument("--validation_fraction", type=float, default=0.2, help="Latest share of ratings held out.")
     parser.add_argument("--num_train_files", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the training rows' order.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the training rows' order (and of negatives).")
+    parser.add_argument("--negatives_per_rating", type=int, default=0,
+                        help="Also write this many sampled unrated movies per rating, all labels 0 (see negative_rows).")
     args = parser.parse_args(argv)
-    stats = prepare_movielens(args.output_dir, args.validation_fraction, args.num_train_files, args.seed)
+    stats = prepare_movielens(args.output_dir, args.validation_fraction, args.num_train_files, args.seed,
+                              args.negatives_per_rating)
     print(json.dumps(stats, indent=2))
     print(f"wrote {args.output_dir}/train/ and {args.output_dir}/validation/")
     return 0

@@ -1,0 +1,84 @@
+"""Candidate retrieval from TwHIN vectors: for each query node (a user), the K items of another
+table that score highest against it, leaving out items it already has an edge to.
+
+The score is the inner product (`dot`, default) or cosine. For the `translation` operator,
+score(u, x) = u · (x + r) = u · x + u · r, and u · r is the same for every item x, so ranking items
+by u · x is ranking them by the trained relation's score; the same holds for `dot`. Cosine drops the
+vectors' norms, which often carry popularity.
+
+Exact search scores the whole item table for a block of queries (one matrix product) and masks the
+excluded items before the top-k. With a faiss index (`ann_index`, built with the same metric) each
+query asks for K plus its number of excluded items, so that K remain after dropping them.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from tml.projects.twhin import ann_index
+
+QUERY_BLOCK = 1024
+
+
+def excluded_lists(query_rows: np.ndarray, seen_queries: np.ndarray, seen_items: np.ndarray) -> list[np.ndarray]:
+    """For each query row, the sorted unique items it is paired with in (seen_queries, seen_items)."""
+    order = np.lexsort((seen_items, seen_queries))
+    queries, items = seen_queries[order], seen_items[order]
+    starts = np.searchsorted(queries, query_rows, side="left")
+    stops = np.searchsorted(queries, query_rows, side="right")
+    return [np.unique(items[a:b]) for a, b in zip(starts, stops)]
+
+
+def retrieve(
+    queries: np.ndarray,
+    items: np.ndarray,
+    k: int,
+    exclude: Optional[Sequence[np.ndarray]] = None,
+    metric: str = "dot",
+    index: Optional[Any] = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """([Q, k] item rows, [Q, k] scores), best first; -1 and -inf pad a row with fewer than k
+    candidates. `exclude[q]` lists item rows never returned for query q. `index`, when given, is a
+    faiss index over `items` built with `metric`."""
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    if queries.ndim != 2 or items.ndim != 2 or queries.shape[1] != items.shape[1]:
+        raise ValueError(f"queries {queries.shape} and items {items.shape} must be [n, dim] of one dim")
+    if exclude is not None and len(exclude) != len(queries):
+        raise ValueError(f"{len(exclude)} exclusion lists for {len(queries)} queries")
+    exclude = exclude if exclude is not None else [np.zeros(0, np.int64)] * len(queries)
+    if index is not None:
+        return _retrieve_with_index(queries, k, exclude, metric, index)
+    item_matrix = torch.from_numpy(ann_index.prepare_vectors(items, metric))
+    take = min(k, items.shape[0])
+    out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    for start in range(0, len(queries), QUERY_BLOCK):
+        block = torch.from_numpy(ann_index.prepare_vectors(queries[start:start + QUERY_BLOCK], metric))
+        scores = block @ item_matrix.T
+        lists = exclude[start:start + QUERY_BLOCK]
+        rows = np.repeat(np.arange(len(lists)), [len(x) for x in lists])
+        if rows.size:
+            columns = np.concatenate(lists).astype(np.int64)
+            scores[torch.from_numpy(rows), torch.from_numpy(columns)] = float("-inf")
+        top = torch.topk(scores, take, dim=1)
+        ids, values = top.indices.numpy(), top.values.numpy()
+        ids = np.where(np.isneginf(values), -1, ids)
+        out_ids[start:start + len(lists), :take] = ids
+        out_scores[start:start + len(lists), :take] = values
+    return out_ids, out_scores
+
+
+def _retrieve_with_index(queries: np.ndarray, k: int, exclude: Sequence[np.ndarray], metric: str,
+                         index: Any) -> tuple[np.ndarray, np.ndarray]:
+    out_ids = np.full((len(queries), k), -1, dtype=np.int64)
+    out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    extra = max((len(x) for x in exclude), default=0)
+    found, scores = ann_index.search(index, queries, min(k + extra, index.ntotal), metric)
+    for row, (ids, values, skip) in enumerate(zip(found, scores, exclude)):
+        keep = (ids >= 0) & ~np.isin(ids, skip)
+        ids, values = ids[keep][:k], values[keep][:k]
+        out_ids[row, : len(ids)], out_scores[row, : len(ids)] = ids, values
+    return out_ids, out_scores

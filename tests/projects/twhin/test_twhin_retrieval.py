@@ -1,0 +1,46 @@
+"""Candidate retrieval: the best items by inner product, never an item the query has already seen."""
+import numpy as np
+import pytest
+
+from tml.projects.twhin import ann_index
+from tml.projects.twhin.retrieval import excluded_lists, retrieve
+
+
+def _case():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(30, 8)).astype(np.float32), rng.normal(size=(200, 8)).astype(np.float32)
+
+
+def test_exact_retrieval_is_the_top_k_without_seen_items():
+    queries, items = _case()
+    scores = queries @ items.T
+    seen = [np.argsort(-scores[q])[: q % 7] for q in range(30)]  # each query has seen its q % 7 best items
+    found, values = retrieve(queries, items, 10, seen, "dot")
+    for q in range(30):
+        allowed = [i for i in np.argsort(-scores[q]) if i not in set(seen[q].tolist())]
+        assert found[q].tolist() == allowed[:10]
+        np.testing.assert_allclose(values[q], scores[q, allowed[:10]], rtol=1e-5)
+        assert not set(found[q].tolist()) & set(seen[q].tolist())
+
+
+def test_fewer_items_than_k_are_padded():
+    queries, items = _case()
+    found, values = retrieve(queries[:2], items[:5], 8, [np.array([0, 1]), np.array([], dtype=np.int64)], "dot")
+    assert sorted(found[0, :3].tolist()) == [2, 3, 4] and (found[0, 3:] == -1).all() and np.isneginf(values[0, 3:]).all()
+    assert sorted(found[1, :5].tolist()) == [0, 1, 2, 3, 4] and (found[1, 5:] == -1).all()
+
+
+def test_excluded_lists_group_pairs_by_query():
+    lists = excluded_lists(np.array([5, 1, 9]), np.array([1, 5, 1, 5, 1]), np.array([3, 2, 3, 7, 0]))
+    assert [x.tolist() for x in lists] == [[2, 7], [0, 3], []]
+
+
+def test_index_retrieval_excludes_seen_items_too():
+    pytest.importorskip("faiss")
+    queries, items = _case()
+    index, _ = ann_index.build_index(items, "dot", "exact")
+    scores = queries @ items.T
+    seen = [np.argsort(-scores[q])[:5] for q in range(30)]
+    found, _ = retrieve(queries, items, 10, seen, "dot", index)
+    exact, _ = retrieve(queries, items, 10, seen, "dot")
+    np.testing.assert_array_equal(found, exact)
