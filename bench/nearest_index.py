@@ -1,13 +1,13 @@
 """Approximate nearest-neighbour index (faiss, `projects/twhin/ann_index.py`) vs exact search.
 
-    .venv/bin/python bench/nearest_index.py [--rows 1000000 --dim 64 --queries 1000 --k 10 --repeats 5]
+    .venv/bin/python bench/nearest_index.py [--rows 1000000 --dim 64 --queries 200 --k 10 --repeats 5]
 
 Data: `--rows` random Gaussian vectors of `--dim` (no cluster structure: the hardest case for an
 index) and `--queries` query vectors from the same distribution; cosine similarity.
 - Exact (the baseline): what `embeddings.nearest` does without an index: the normalized table in
   chunks of 65,536 rows, one torch matrix product per chunk, a running top-k.
 - Index: `ann_index.build_index(kind="auto")`, which at >= 1 M rows is IVF-Flat (4096 cells,
-  trained on 262,144 sampled rows, nprobe 128); the search is `ann_index.search`.
+  trained on 262,144 sampled rows, nprobe 256); the search is `ann_index.search`.
 Outside the timed region: generating and normalizing the data, building the index (its time is
 reported once). Inside: one search of all queries (normalizing the queries included on both sides).
 Both run on the same thread count (`--threads`, set once), interleaved, `--repeats` times; medians.
@@ -72,11 +72,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--hnsw_rows", type=int, default=200_000, help="0 skips the HNSW line.")
+    parser.add_argument("--hnsw_rows", type=int, default=50_000, help="0 skips the HNSW line.")
     args = parser.parse_args()
     faiss = ann_index.import_faiss()
     torch.set_num_threads(args.threads)
