@@ -1,0 +1,47 @@
+"""The end-to-end example in its small mode: every stage runs and the RESULT lines come out."""
+import importlib.metadata
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = ("ranked_ndcg_at_10", "retrieval_ndcg_at_10", "popular_ndcg_at_10", "retrieval_recall_at_50",
+           "twhin_features_auroc_gain")
+
+
+def _installed(name):
+    try:
+        importlib.metadata.distribution(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not (_installed("recbole") and _installed("faiss-cpu")), reason="needs recbole data and faiss-cpu")
+def test_small_end_to_end_prints_the_table_and_results(tmp_path):
+    done = subprocess.run(
+        ["bash", str(REPO / "examples/movielens_end_to_end.sh"), "--small", "--work_dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=580, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "| retrieval + Heavy Ranker |" in out and "| most popular |" in out
+    for name in RESULTS:
+        match = re.search(rf"^RESULT {name}=(-?[0-9.]+)$", out, re.MULTILINE)
+        assert match, f"no RESULT {name}= line in:\n{out[-2000:]}"
+        value = float(match.group(1))
+        assert -1.0 <= value <= 1.0
+    ranked = pq.read_table(tmp_path / "ranked.parquet")
+    assert {"meta.user_id", "meta.movie_id", "liked", "score", "rank", "retrieval_rank"} <= set(ranked.column_names)
+    train = pq.read_table(str(tmp_path / "recap/train"), columns=["meta.user_id", "meta.movie_id", "meta.rating"])
+    rated = train.filter(pc.greater(train.column("meta.rating"), 0))
+    seen = set(zip(rated.column("meta.user_id").to_pylist(), rated.column("meta.movie_id").to_pylist()))
+    listed = list(zip(ranked.column("meta.user_id").to_pylist(), ranked.column("meta.movie_id").to_pylist()))
+    assert listed and not seen & set(listed)  # no user is offered a movie rated in training
