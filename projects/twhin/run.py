@@ -26,6 +26,7 @@ from tml.common import device as device_lib
 from tml.common.entry_point import run_entry_point
 from tml.common.filesystem import infer_fs
 from tml.common.wandb import wandb_logging
+from tml.common.modules.embedding.pretrained import load_pretrained_tables
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
 from tml.core.config import ConfigError, add_config_arguments, load_config_from_args
@@ -75,6 +76,7 @@ def build_model_and_optimizer(config: TwhinConfig, device: torch.device) -> tupl
     model = TwhinModel(config.model)  # tables on the meta device: each is allocated where it is placed
     apply_optimizers(model, config.model)
     sharded = maybe_shard_model(TwhinModelAndLoss(model, F.binary_cross_entropy_with_logits), device)
+    load_pretrained_tables(sharded, config.model.embeddings.tables)  # a resumed run overwrites them
     optimizer, scheduler = build_optimizer(sharded, config.model)
     return sharded, optimizer, scheduler
 

@@ -22,6 +22,7 @@ from tml.common import device as device_lib
 from tml.common.entry_point import run_entry_point
 from tml.common.seeding import seed_torch
 from tml.common.wandb import wandb_logging
+from tml.common.modules.embedding.pretrained import load_pretrained_tables
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
 from tml.core import custom_training_loop as ctl
 from tml.core import debug_training_loop
@@ -120,6 +121,8 @@ def build_model_and_optimizer(
     if large is not None:
         recap_optimizer.apply_embedding_optimizer(model, large.optimizer)
     model = maybe_shard_model(model, device)
+    if large is not None:
+        load_pretrained_tables(model, large.tables)  # tables with `pretrained`; a resumed run overwrites them
     optimizer, scheduler = recap_optimizer.build_optimizer(
         model, config.optimizer, large.optimizer if large is not None else None
     )
