@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from tml.common.checkpointing import CheckpointManager, TrainState, checkpoints_iterator, mark_done_eval
 from tml.common.device import get_rank, get_world_size, is_chief
+from tml.common.entry_point import TrainingProgress, report_training_progress
 from tml.core.losses import get_global_loss_detached
 from tml.core.optimizers.optimizer import param_group_names
 from tml.core.summary import SummaryLogger, format_scalars, tensorboard_dir
@@ -253,9 +254,8 @@ def train(
     if latest is not None:
         latest_step = checkpoints.step_of(latest)
         if latest_step >= train_steps:
-            logging.info(f"{latest} already has {latest_step} >= {train_steps} steps; nothing to train")
             train_logger.close()
-            return TrainResult(0, latest_step, None, {})
+            return _finished_run(latest, latest_step, train_steps, checkpoints, state, evaluation, device, enable_amp)
         logging.info(f"resuming from {latest}")
         checkpoints.restore(latest, state)
     elif initial_checkpoint_dir:
@@ -267,6 +267,7 @@ def train(
 
     eval_results: dict[str, dict[str, float]] = {}
     last_loss: Optional[float] = None
+    report_training_progress(lambda: TrainingProgress(train_state.step, train_steps, checkpoints.latest()))
     window_start, window_steps = time.perf_counter(), 0
     for step in range(start_step + 1, train_steps + 1):
         step_start = time.perf_counter()
@@ -323,6 +324,30 @@ def train(
     runner.detach()  # callers may call the model directly again
     train_logger.close()
     return TrainResult(train_state.step - start_step, train_state.step, last_loss, eval_results)
+
+
+def _finished_run(
+    latest: str,
+    latest_step: int,
+    train_steps: int,
+    checkpoints: CheckpointManager,
+    state: dict[str, Any],
+    evaluation: Optional[EvaluationPlan],
+    device: torch.device,
+    enable_amp: bool,
+) -> TrainResult:
+    """A rerun of a finished run: say so and evaluate its last checkpoint again (not logged to
+    TensorBoard a second time), so the rerun shows the run's metrics instead of nothing."""
+    logging.info(
+        f"this run is finished: {latest} has {latest_step} of {train_steps} steps "
+        "(raise training.num_train_steps to train on, or add --overwrite_save_dir to start over)"
+    )
+    if evaluation is None:
+        return TrainResult(0, latest_step, None, {})
+    logging.info(f"evaluating {latest}")
+    checkpoints.restore(latest, state)
+    eval_results = run_evaluations(state["model"], evaluation, device, latest_step, enable_amp)
+    return TrainResult(0, latest_step, None, eval_results)
 
 
 def _is_eval_step(step: int, train_steps: int, checkpoint_frequency: int, plan: EvaluationPlan) -> bool:

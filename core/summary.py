@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
+import sys
 from typing import Mapping, Optional, Protocol
 
 from tml.common.device import is_chief
@@ -36,6 +38,17 @@ def tensorboard_dir(save_dir: str) -> str:
     local = os.path.join(os.getcwd(), "tb_logs", save_dir.replace("://", "_").replace("/", "_"))
     logging.warning(f"save_dir {save_dir} is remote; TensorBoard logs go to {local}")
     return local
+
+
+def tensorboard_command(save_dir: str) -> str:
+    """The command that shows this run in TensorBoard, runnable as printed: the `tensorboard`
+    script of the running interpreter's environment, so no virtual environment has to be active."""
+    script = os.path.join(os.path.dirname(sys.executable), "tensorboard")
+    if os.access(script, os.X_OK):
+        launcher = shlex.quote(script)
+    else:
+        launcher = f"{shlex.quote(sys.executable)} -m tensorboard.main"
+    return f"{launcher} --logdir {shlex.quote(tensorboard_dir(save_dir))}"
 
 
 def format_scalars(values: Mapping[str, float]) -> str:

@@ -18,6 +18,7 @@ import fsspec
 import pydantic
 import yaml
 
+from tml.common.output_dirs import OUTPUT_ROOT_VARIABLE, output_root
 from tml.core.config.errors import ConfigError, format_validation_error
 from tml.core.config.overrides import Override, apply_overrides, parse_overrides
 
@@ -50,9 +51,12 @@ def substitute_env_variables(text: str, environ: Mapping[str, str] | None = None
 
     USER is always the login name, so configs that build paths from it work where the
     environment does not export it (cron, containers). TML_BASE, which the original's configs use
-    for paths inside the repository, defaults to the installed tml package's directory.
+    for paths inside the repository, defaults to the installed tml package's directory; TML_OUTPUT,
+    the base folder of the repository configs' data and runs, to `tml.common.output_dirs.output_root()`.
     """
     variables = {"TML_BASE": _TML_BASE_DEFAULT, **(os.environ if environ is None else environ)}
+    if not variables.get(OUTPUT_ROOT_VARIABLE, "").strip():
+        variables[OUTPUT_ROOT_VARIABLE] = output_root()
     login = _login_name()
     if login is not None:
         variables["USER"] = login

@@ -1,172 +1,38 @@
 """Train TwHIN embeddings and evaluate them on `validation_data`.
 
-    python -m tml.projects.twhin.run --config_yaml_path FILE [--save_dir DIR] [--set key=value ...]
-    torchrun --standalone --nproc_per_node N -m tml.projects.twhin.run --config_yaml_path FILE ...
+    python -m tml.projects.twhin.run --config_path FILE [--save_dir DIR] [--set key=value ...]
+    torchrun --standalone --nproc_per_node N -m tml.projects.twhin.run --config_path FILE ...
 
-Flow: config -> process group and device -> this rank's share of the train and validation edges ->
-model (one table per node type on the meta device, each with its fused optimizer; sharded by
-torchrec's planner) -> relation-vector optimizer and LR schedules -> train, evaluating every
-`training.eval_log_every_n` steps and at the end: the sampled AUC over the validation batches and
-filtered link prediction (MRR, Hits@k) over all validation edges. Checkpoints and TensorBoard logs
-go to `training.save_dir` (or `--save_dir`); a run resumes from its latest checkpoint.
-
-Unlike the original, no environment variables and no separate reader processes are needed: every
-rank reads its own part of the Parquet edges.
+`--config_yaml_path`, the original's flag, is the same as --config_path. Checkpoints and
+TensorBoard logs go to `training.save_dir` (or --save_dir); running the same command again resumes
+from the newest checkpoint there, and on a finished run evaluates it again. The job itself is in
+`job.py`.
 """
 from __future__ import annotations
 
 import argparse
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
-import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-
-from tml.common import device as device_lib
-from tml.common.entry_point import run_entry_point
-from tml.common.filesystem import infer_fs
-from tml.common.wandb import wandb_logging
-from tml.common.modules.embedding.pretrained import load_pretrained_tables
-from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
-from tml.core import custom_training_loop as ctl
-from tml.core.config import ConfigError, add_config_arguments, load_config_from_args
-from tml.core.precision import warn_if_bf16_is_slow
-from tml.core.summary import format_scalars, tensorboard_dir
-from tml.ml_logging.torch_logging import logging
-from tml.projects.twhin.config import TwhinConfig
-from tml.projects.twhin.data.data import create_dataset
-from tml.projects.twhin.data.edges import EdgesDataset
-from tml.projects.twhin.metrics import LinkPredictionEvaluator, create_metrics
-from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
-from tml.projects.twhin.optimizer import build_optimizer
-
-# Name of the evaluation set: its TensorBoard run is `eval_validation`.
-VALIDATION = "validation"
+from tml.common.entry_point import call_command, command_parser, load_command_config, run_command, training_session
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Train TwHIN embeddings and evaluate them on validation_data.")
-    add_config_arguments(parser, required=False)
-    parser.add_argument(
-        "--config_yaml_path", dest="config_path", help="The config file (the original's flag; same as --config_path)."
-    )
-    parser.add_argument("--save_dir", help="Checkpoint and log directory; overrides training.save_dir.")
-    parser.add_argument(
-        "--overwrite_save_dir",
-        action="store_true",
-        help="Delete save_dir first and train from scratch, instead of resuming from its latest checkpoint.",
-    )
-    args = parser.parse_args(argv)
-    if args.config_path is None:
-        parser.error("--config_yaml_path is required")
-    return args
+def build_parser() -> argparse.ArgumentParser:
+    return command_parser(__doc__, writes_run=True)
 
 
-def load_config(args: argparse.Namespace) -> TwhinConfig:
-    config = load_config_from_args(TwhinConfig, args)
-    if args.save_dir:
-        training = config.training.model_copy(update={"save_dir": args.save_dir})
-        config = config.model_copy(update={"training": training})
-    return config
+def run_job(args: argparse.Namespace) -> int:
+    from tml.projects.twhin import job
 
-
-def build_model_and_optimizer(config: TwhinConfig, device: torch.device) -> tuple[torch.nn.Module, Any, Any]:
-    """The sharded model-and-loss, its combined optimizer and the LR scheduler driving every group."""
-    torch.manual_seed(config.train_data.seed)  # the relation vectors' init; tables are built by DMP
-    model = TwhinModel(config.model)  # tables on the meta device: each is allocated where it is placed
-    apply_optimizers(model, config.model)
-    sharded = maybe_shard_model(TwhinModelAndLoss(model, F.binary_cross_entropy_with_logits), device)
-    load_pretrained_tables(sharded, config.model.embeddings.tables)  # a resumed run overwrites them
-    optimizer, scheduler = build_optimizer(sharded, config.model)
-    return sharded, optimizer, scheduler
-
-
-def link_prediction_hook(config: TwhinConfig) -> Optional[ctl.ExtraEvaluation]:
-    """Filtered ranking of the validation edges, as an extra evaluation of the training loop."""
-    settings = config.link_prediction
-    if config.validation_data is None or not settings.enabled:
-        return None
-    evaluator = LinkPredictionEvaluator(config)
-    prefix = "filtered" if settings.filtered else "unfiltered"
-
-    def evaluate(model: torch.nn.Module, step: int) -> dict[str, float]:
-        del step
-        return {f"{prefix}/{name}": value for name, value in evaluator.evaluate(model).items()}
-
-    return evaluate
-
-
-def _clear_save_dir(save_dir: str) -> None:
-    if device_lib.is_chief():
-        filesystem = infer_fs(save_dir)
-        if filesystem.exists(save_dir):
-            logging.info(f"--overwrite_save_dir: deleting {save_dir}")
-            filesystem.rm(save_dir, recursive=True)
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def _configure_runtime(config: TwhinConfig, device: torch.device) -> None:
-    if config.runtime.enable_tensorfloat32 and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-    warn_if_bf16_is_slow(device, config.runtime.enable_amp)
-
-
-def run(config: TwhinConfig, overwrite_save_dir: bool = False) -> dict[str, dict[str, float]]:
-    """Train and evaluate; returns the last evaluation's metrics (empty without validation_data)."""
-    device = device_lib.setup_and_get_device()
-    _configure_runtime(config, device)
-    training = config.training
-    if overwrite_save_dir:
-        _clear_save_dir(training.save_dir)
-    train_dataset: EdgesDataset = create_dataset(config.train_data, config.model)
-    model, optimizer, scheduler = build_model_and_optimizer(config, device)
-    logging.info(
-        f"{train_dataset.num_edges} training edges, {len(train_dataset)} batches of "
-        f"{train_dataset.batch_size} per rank and epoch, {device_lib.get_world_size()} rank(s)"
-    )
-    train_arguments: dict[str, Any] = dict(
-        model=model,
-        optimizer=optimizer,
-        device=device,
-        **ctl.training_config_arguments(training),
-        dataset=train_dataset.dataloader(num_epochs=training.num_epochs),
-        worker_batch_size=train_dataset.batch_size,
-        enable_amp=config.runtime.enable_amp,
-        scheduler=scheduler,
-        tables_to_log=config.model.embeddings.tables_to_log,
-    )
-    if config.validation_data is None:
-        ctl.train(**train_arguments)
-        return {}
-    validation = create_dataset(config.validation_data, config.model)
-    hook = link_prediction_hook(config)
-    result = ctl.train_and_evaluate(
-        **train_arguments,
-        eval_datasets={VALIDATION: validation},
-        eval_metrics_factory=lambda _name: create_metrics(device),
-        num_eval_steps=training.num_eval_steps,
-        eval_every_n=training.eval_log_every_n,
-        extra_evaluations={VALIDATION: hook} if hook is not None else None,
-    )
-    for name, values in result.eval_results.items():
-        logging.info(f"final evaluation, {name}: {format_scalars(values)}")
-    logging.info(f"Checkpoints: {training.save_dir}")
-    logging.info(f"TensorBoard logs: {tensorboard_dir(training.save_dir)}")
-    return result.eval_results
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    quiet_torchrec_warnings()
-    args = parse_args(argv)
-    config = load_config(args)
-    try:
-        with wandb_logging(config.runtime.wandb, config, config.training.save_dir):
-            run(config, overwrite_save_dir=args.overwrite_save_dir)
-    finally:
-        device_lib.teardown()
+    config = load_command_config(job.TwhinConfig, args)
+    with training_session(config, args.overwrite_save_dir) as device:
+        job.run(config, device)
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command, in-process: returns its exit code."""
+    return call_command(build_parser(), run_job, argv)
+
+
 if __name__ == "__main__":
-    run_entry_point(main)
+    run_command(build_parser(), run_job)

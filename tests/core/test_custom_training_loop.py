@@ -195,3 +195,24 @@ def test_only_evaluate_follows_checkpoints_marks_them_and_stops_after_the_last(p
     assert sorted(second) == [10] and second[10]["heldout"]["auroc"] != first[5]["heldout"]["auroc"]
     assert all(is_done_eval(c, "heldout") for c in get_checkpoints(str(tmp_path)))
     assert follow() == {}  # already evaluated: nothing is run again
+
+
+def test_rerun_of_a_finished_run_says_so_and_evaluates_its_last_checkpoint(process_group, tmp_path, capsys):
+    def run(seed_of_fresh_weights: int):
+        torch.manual_seed(seed_of_fresh_weights)
+        model, optimizer = build_trainable()
+        return loop.train_and_evaluate(
+            model, optimizer, torch.device("cpu"), str(tmp_path), logging_interval=5, train_steps=10,
+            checkpoint_frequency=10, dataset=StreamDataset(batch_size=16), worker_batch_size=16,
+            eval_datasets={"heldout": StreamDataset(batch_size=64, num_batches=3, seed=7)},
+            eval_metrics_factory=auroc_collection, num_eval_steps=-1,
+        )
+
+    first = run(0)
+    capsys.readouterr()
+    again = run(1)  # other initial weights: the figures can only match if the checkpoint was restored
+    output = capsys.readouterr().out
+    assert again.steps_run == 0 and again.final_step == 10
+    assert "this run is finished" in output and "has 10 of 10 steps" in output
+    assert "eval heldout @ step 10: auroc=" in output
+    assert again.eval_results["heldout"]["auroc"] == pytest.approx(first.eval_results["heldout"]["auroc"], abs=1e-6)

@@ -12,7 +12,7 @@ def train_then_predict(rank: int, world_size: int, config_path: str, candidates:
     the trained model's calibrated probabilities for every candidate, in file order."""
     from tml.common.sharding import quiet_torchrec_warnings
     from tml.core import custom_training_loop as ctl
-    from tml.projects.home.recap import main
+    from tml.projects.home.recap import job
     from tml.projects.home.recap.candidates import CandidateReader
     from tml.projects.home.recap.model.model_and_loss import MODEL_INPUTS
     from tml.projects.home.recap.trained_model import sparse_feature_names
@@ -21,8 +21,8 @@ def train_then_predict(rank: int, world_size: int, config_path: str, candidates:
     torch.manual_seed(rank)
     config = load_setup_config(config_path)
     device = torch.device("cpu")
-    train, _ = main.build_datasets(config)
-    model, optimizer, scheduler = main.build_model_and_optimizer(config, train.torch_element_spec, device)
+    train, _ = job.build_datasets(config)
+    model, optimizer, scheduler = job.build_model_and_optimizer(config, train.torch_element_spec, device)
     training = config.training
     ctl.train(
         model=model,

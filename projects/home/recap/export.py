@@ -223,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from tml.common.sharding import quiet_torchrec_warnings
     from tml.core.config import add_config_arguments
     from tml.projects.home.recap.candidates import CandidateReader, first_batch
-    from tml.projects.home.recap.main import load_config
+    from tml.projects.home.recap.job import load_config
     from tml.projects.home.recap.trained_model import load_trained_model, sparse_feature_names
 
     parser = argparse.ArgumentParser(description="Export a trained Heavy Ranker with torch.export.")
@@ -237,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     args = parser.parse_args(argv)
     quiet_torchrec_warnings()
-    config = load_config(args)
+    config = load_config(args.config_path, args.overrides)
     inputs = args.example_input or config.train_data.inputs
     if inputs is None:
         parser.error("train_data has no inputs glob; pass --example_input")

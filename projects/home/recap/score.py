@@ -152,11 +152,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from tml.common.sharding import quiet_torchrec_warnings
-    from tml.projects.home.recap.main import load_config
+    from tml.projects.home.recap.job import load_config
 
     quiet_torchrec_warnings()
     args = parse_args(argv)
-    config = load_config(args)
+    config = load_config(args.config_path, args.overrides)
     table = score_candidates(
         config,
         args.checkpoint,

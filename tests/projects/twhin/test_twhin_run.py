@@ -13,7 +13,9 @@ from tml.core.config import ConfigError
 from tml.projects.twhin.data.generate_random_graph import write_random_graph
 from tml.projects.twhin.metrics import LinkPredictionEvaluator
 from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
-from tml.projects.twhin.run import load_config, parse_args
+from tml.common.entry_point import clear_save_dir, load_command_config
+from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.run import build_parser
 from twhin_helpers import CONFIG_DIR, REPO_ROOT
 
 LOCAL = str(CONFIG_DIR / "local.yaml")
@@ -58,6 +60,14 @@ def graph(tmp_path_factory) -> str:
     return out_dir
 
 
+def parse_args(argv: list[str]):
+    return build_parser().parse_args(argv)
+
+
+def load_config(args) -> TwhinConfig:
+    return load_command_config(TwhinConfig, args)
+
+
 def test_single_process_run_writes_checkpoints_and_metrics(graph, tmp_path):
     save_dir = str(tmp_path / "model")
     result = run_entry_point([sys.executable], ["--config_yaml_path", LOCAL, "--save_dir", save_dir,
@@ -100,15 +110,13 @@ def test_save_dir_comes_from_the_config_unless_the_flag_overrides_it():
 def test_the_config_file_is_required(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--save_dir", "/tmp/x"])
-    assert "--config_yaml_path is required" in capsys.readouterr().err
+    assert "the following arguments are required: --config_path/--config_yaml_path" in capsys.readouterr().err
 
 
 def test_overwrite_deletes_the_save_dir_so_training_starts_over(tmp_path):
-    from tml.projects.twhin.run import _clear_save_dir
-
     save_dir = tmp_path / "model"
     (save_dir / "10").mkdir(parents=True)
     (save_dir / "10" / "state.distcp").write_bytes(b"x")
-    _clear_save_dir(str(save_dir))
+    clear_save_dir(str(save_dir))
     assert not save_dir.exists()
-    _clear_save_dir(str(save_dir))  # nothing to delete is fine
+    clear_save_dir(str(save_dir))  # nothing to delete is fine

@@ -24,12 +24,12 @@ from typing import Optional, Sequence  # noqa: E402
 import torch  # noqa: E402
 
 import tml  # noqa: E402
-from tml.common import device as device_lib  # noqa: E402
+from tml.common.entry_point import training_session  # noqa: E402
 from tml.common.sharding import quiet_torchrec_warnings  # noqa: E402
 from tml.core.config import load_config_from_yaml  # noqa: E402
 from tml.projects.home.recap.config import RecapConfig  # noqa: E402
 from tml.projects.home.recap.data.dataset import RecapDataset  # noqa: E402
-from tml.projects.home.recap.main import check_tasks, run  # noqa: E402
+from tml.projects.home.recap.job import check_tasks, run  # noqa: E402
 from tml.projects.home.recap.scripts.prepare_movielens import DEFAULT_OUTPUT_DIR, prepare_movielens  # noqa: E402
 from tml.projects.home.recap.trained_model import build_model  # noqa: E402
 
@@ -72,10 +72,8 @@ def backbone_parameters(config: RecapConfig, input_shapes: dict[str, torch.Size]
 
 def train_variant(config: RecapConfig) -> tuple[dict[str, float], float]:
     started = time.perf_counter()
-    try:
-        results = run(config)
-    finally:
-        device_lib.teardown()
+    with training_session(config) as device:
+        results = run(config, device)
     if VALIDATION_SET not in results:
         raise RuntimeError(f"the run reported no metrics for validation set '{VALIDATION_SET}'; got {list(results)}")
     return dict(results[VALIDATION_SET]), time.perf_counter() - started

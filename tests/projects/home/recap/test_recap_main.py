@@ -3,6 +3,7 @@ evaluates end to end (one process, the debug loop, two processes under torchrun)
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest
 from tml.core.config import ConfigError, load_config_from_yaml
 from tml.projects.home.recap.config import JobMode, RecapConfig, TrainingConfig
 from tml.projects.home.recap.data.generate_random_data import generate_random_data
-from tml.projects.home.recap.main import check_tasks, main
+from tml.projects.home.recap.job import check_tasks
+from tml.projects.home.recap.main import main
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 CONFIG_DIR = REPO_ROOT / "projects" / "home" / "recap" / "config"
@@ -85,7 +87,7 @@ def _assert_trained_and_evaluated(save_dir: Path, output: str) -> None:
     replied_tags = {tag for tag in _scalar_tags(tensorboard / "eval_recap.engagement.is_replied") if "/" in tag}
     assert {tag.split("/", 1)[1] for tag in replied_tags} == {"recap.engagement.is_replied"}
     assert f"Checkpoints: {save_dir}" in output
-    assert f"TensorBoard logs: {tensorboard}" in output
+    assert f"tensorboard --logdir {tensorboard}" in output
 
 
 def test_original_yaml_loads_unchanged(monkeypatch):
@@ -130,7 +132,15 @@ def home_env(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-def test_model_task_without_a_label_fails_at_start_up(home_env):
+def _fails_with_config_error(args: list[str], capsys, pattern: str) -> None:
+    """The command exits 2 and prints the config error in one line, no traceback."""
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert re.search(pattern, error), error
+    assert error.startswith("error: ") and "Traceback" not in error
+
+
+def test_model_task_without_a_label_fails_at_start_up(home_env, capsys):
     tmp_path = home_env
     tower = "{mlp_config: {layer_sizes: [1]}}"
     args = _main_args(tmp_path, f'model.tasks."recap.engagement.is_shared"={tower}')
@@ -138,28 +148,25 @@ def test_model_task_without_a_label_fails_at_start_up(home_env):
         r"model.tasks \['recap.engagement.is_shared'\] have no label in train_data.tasks; .* "
         r"train_data.tasks: \['recap.engagement.is_bookmarked', 'recap.engagement.is_favorited'"
     )
-    with pytest.raises(ConfigError, match=expected):
-        main(args)
+    _fails_with_config_error(args, capsys, expected)
     assert not (tmp_path / "run").exists()
 
 
-def test_evaluation_task_that_is_not_a_model_task_fails_at_start_up(home_env):
+def test_evaluation_task_that_is_not_a_model_task_fails_at_start_up(home_env, capsys):
     tmp_path = home_env
     args = _main_args(tmp_path, "validation_data.validation.evaluation_tasks=[recap.engagement.is_bookmarked]")
     expected = (
         r"validation_data.validation.evaluation_tasks \['recap.engagement.is_bookmarked'\] are not model "
         r"tasks; .* model.tasks: \['recap.engagement.is_favorited', 'recap.engagement.is_replied'"
     )
-    with pytest.raises(ConfigError, match=expected):
-        main(args)
+    _fails_with_config_error(args, capsys, expected)
 
 
-def test_validation_set_without_a_model_task_label_fails_at_start_up(home_env):
+def test_validation_set_without_a_model_task_label_fails_at_start_up(home_env, capsys):
     tmp_path = home_env
     args = _main_args(tmp_path, "validation_data.train.tasks={recap.engagement.is_favorited: {}}")
     expected = r"validation_data.train.tasks lacks model tasks \['recap.engagement.is_replied', .*\]"
-    with pytest.raises(ConfigError, match=expected):
-        main(args)
+    _fails_with_config_error(args, capsys, expected)
 
 
 def test_command_line_reports_a_task_mismatch_without_traceback(tmp_path):

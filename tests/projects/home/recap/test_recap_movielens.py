@@ -96,7 +96,7 @@ def test_side_features_are_dense_and_known_before_the_rating(prepared):
 @needs_movielens
 def test_config_reads_the_prepared_data_into_large_embeddings(prepared, process_group):
     from tml.projects.home.recap.data.dataset import RecapDataset
-    from tml.projects.home.recap.main import build_datasets, build_model_and_optimizer, check_tasks
+    from tml.projects.home.recap.job import build_datasets, build_model_and_optimizer, check_tasks
 
     folder, _, _ = prepared
     os.environ.setdefault("TML_BASE", os.path.dirname(tml.__file__))

@@ -1,0 +1,101 @@
+"""TwHIN's training job: edges, model, optimizer; train and evaluate.
+
+The command line is `tml.projects.twhin.run`, which imports this module only after parsing its
+arguments. Flow: this rank's share of the train and validation edges -> model (one table per node
+type on the meta device, each with its fused optimizer; sharded by torchrec's planner) ->
+relation-vector optimizer and LR schedules -> train, evaluating every `training.eval_log_every_n`
+steps and at the end: the sampled AUC over the validation batches and filtered link prediction
+(MRR, Hits@k) over all validation edges.
+
+Unlike the original, no environment variables and no separate reader processes are needed: every
+rank reads its own part of the Parquet edges.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+
+from tml.common import device as device_lib
+from tml.common.modules.embedding.pretrained import load_pretrained_tables
+from tml.common.sharding import maybe_shard_model
+from tml.core import custom_training_loop as ctl
+from tml.core.summary import format_scalars, tensorboard_command
+from tml.ml_logging.torch_logging import logging
+from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.data.data import create_dataset
+from tml.projects.twhin.data.edges import EdgesDataset
+from tml.projects.twhin.metrics import LinkPredictionEvaluator, create_metrics
+from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
+from tml.projects.twhin.optimizer import build_optimizer
+
+# Name of the evaluation set: its TensorBoard run is `eval_validation`.
+VALIDATION = "validation"
+
+
+def build_model_and_optimizer(config: TwhinConfig, device: torch.device) -> tuple[torch.nn.Module, Any, Any]:
+    """The sharded model-and-loss, its combined optimizer and the LR scheduler driving every group."""
+    torch.manual_seed(config.train_data.seed)  # the relation vectors' init; tables are built by DMP
+    model = TwhinModel(config.model)  # tables on the meta device: each is allocated where it is placed
+    apply_optimizers(model, config.model)
+    sharded = maybe_shard_model(TwhinModelAndLoss(model, F.binary_cross_entropy_with_logits), device)
+    load_pretrained_tables(sharded, config.model.embeddings.tables)  # a resumed run overwrites them
+    optimizer, scheduler = build_optimizer(sharded, config.model)
+    return sharded, optimizer, scheduler
+
+
+def link_prediction_hook(config: TwhinConfig) -> Optional[ctl.ExtraEvaluation]:
+    """Filtered ranking of the validation edges, as an extra evaluation of the training loop."""
+    settings = config.link_prediction
+    if config.validation_data is None or not settings.enabled:
+        return None
+    evaluator = LinkPredictionEvaluator(config)
+    prefix = "filtered" if settings.filtered else "unfiltered"
+
+    def evaluate(model: torch.nn.Module, step: int) -> dict[str, float]:
+        del step
+        return {f"{prefix}/{name}": value for name, value in evaluator.evaluate(model).items()}
+
+    return evaluate
+
+
+def run(config: TwhinConfig, device: torch.device) -> dict[str, dict[str, float]]:
+    """Train and evaluate on `device` (the process group is set up: see `training_session`);
+    returns the last evaluation's metrics (empty without validation_data)."""
+    training = config.training
+    train_dataset: EdgesDataset = create_dataset(config.train_data, config.model)
+    model, optimizer, scheduler = build_model_and_optimizer(config, device)
+    logging.info(
+        f"{train_dataset.num_edges} training edges, {len(train_dataset)} batches of "
+        f"{train_dataset.batch_size} per rank and epoch, {device_lib.get_world_size()} rank(s)"
+    )
+    train_arguments: dict[str, Any] = dict(
+        model=model,
+        optimizer=optimizer,
+        device=device,
+        **ctl.training_config_arguments(training),
+        dataset=train_dataset.dataloader(num_epochs=training.num_epochs),
+        worker_batch_size=train_dataset.batch_size,
+        enable_amp=config.runtime.enable_amp,
+        scheduler=scheduler,
+        tables_to_log=config.model.embeddings.tables_to_log,
+    )
+    if config.validation_data is None:
+        ctl.train(**train_arguments)
+        return {}
+    validation = create_dataset(config.validation_data, config.model)
+    hook = link_prediction_hook(config)
+    result = ctl.train_and_evaluate(
+        **train_arguments,
+        eval_datasets={VALIDATION: validation},
+        eval_metrics_factory=lambda _name: create_metrics(device),
+        num_eval_steps=training.num_eval_steps,
+        eval_every_n=training.eval_log_every_n,
+        extra_evaluations={VALIDATION: hook} if hook is not None else None,
+    )
+    for name, values in result.eval_results.items():
+        logging.info(f"final evaluation, {name}: {format_scalars(values)}")
+    logging.info(f"Checkpoints: {training.save_dir}")
+    logging.info(f"TensorBoard: {tensorboard_command(training.save_dir)}")
+    return result.eval_results

@@ -1,0 +1,158 @@
+"""The one command skeleton: shared flags, exit codes, errors without tracebacks, the Ctrl-C message."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tml.common import entry_point
+from tml.common.entry_point import (
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    CommandError,
+    TrainingProgress,
+    call_command,
+    command_parser,
+    load_command_config,
+    report_training_progress,
+)
+from tml.core.config import BaseConfig, ConfigError
+
+
+class _Training(BaseConfig):
+    save_dir: str = "/default"
+    num_train_steps: int = 10
+
+
+class _Job(BaseConfig):
+    training: _Training = _Training()
+
+
+def test_both_config_spellings_set_and_run_flags():
+    parser = command_parser("x", writes_run=True)
+    old = parser.parse_args(["--config_yaml_path", "a.yaml", "--set", "a=1", "--set", "b=2"])
+    new = parser.parse_args(["--config_path", "a.yaml", "--save_dir", "/d", "--overwrite_save_dir"])
+    assert old.config_path == new.config_path == "a.yaml" and old.overrides == ["a=1", "b=2"]
+    assert new.save_dir == "/d" and new.overwrite_save_dir and old.save_dir is None and not old.overwrite_save_dir
+    assert not hasattr(command_parser("x").parse_args(["--config_path", "a"]), "save_dir")
+    assert command_parser("x", config="optional").parse_args([]).config_path is None
+    with pytest.raises(SystemExit):
+        command_parser("x").parse_args([])
+
+
+def test_save_dir_flag_overrides_the_config_and_set_applies(tmp_path):
+    path = tmp_path / "job.yaml"
+    path.write_text("training:\n  save_dir: /from/yaml\n")
+    args = command_parser("x", writes_run=True).parse_args(["--config_path", str(path), "--set", "training.num_train_steps=3"])
+    assert load_command_config(_Job, args).training.model_dump() == {"save_dir": "/from/yaml", "num_train_steps": 3}
+    args.save_dir = "/from/flag"
+    assert load_command_config(_Job, args).training.save_dir == "/from/flag"
+
+
+def _call(main, argv=()):
+    return call_command(command_parser("x", config="none"), lambda args: main(), list(argv))
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        (ConfigError("a.yaml: training.x: unknown field"), EXIT_USAGE, "error: a.yaml: training.x: unknown field"),
+        (CommandError("out/ holds other files"), EXIT_FAILURE, "error: out/ holds other files"),
+        (FileNotFoundError(2, "No such file or directory", "/no/file"), EXIT_FAILURE,
+         "error: No such file or directory: /no/file"),
+    ],
+)
+def test_user_errors_exit_with_their_code_and_one_line(error, code, message, capsys):
+    def main():
+        raise error
+
+    assert _call(main) == code
+    assert capsys.readouterr().err == message + "\n"
+
+
+def test_bugs_keep_their_traceback():
+    def main():
+        raise ZeroDivisionError("a bug")
+
+    with pytest.raises(ZeroDivisionError):
+        _call(main)
+
+
+def test_exit_code_of_main_is_returned():
+    assert _call(lambda: None) == 0 and _call(lambda: 3) == 3
+
+
+def test_ctrl_c_during_training_names_the_step_the_checkpoint_and_how_to_resume(capsys):
+    def main():
+        report_training_progress(lambda: TrainingProgress(37, 100, "/runs/a/30"))
+        raise KeyboardInterrupt
+
+    assert _call(main) == EXIT_INTERRUPTED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        "Interrupted at step 37 of 100; the last checkpoint is /runs/a/30.",
+        "Run the same command to resume from it (add --overwrite_save_dir to start over).",
+    ]
+
+
+def test_ctrl_c_before_any_checkpoint_and_before_training(capsys):
+    def during_training():
+        report_training_progress(lambda: TrainingProgress(3, 100, None))
+        raise KeyboardInterrupt
+
+    assert _call(during_training) == EXIT_INTERRUPTED
+    assert "Interrupted at step 3 of 100; no checkpoint was written yet." in capsys.readouterr().err
+
+    def before():
+        raise KeyboardInterrupt
+
+    assert _call(before) == EXIT_INTERRUPTED  # the progress of an earlier command is forgotten
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "Interrupted before it finished.", "Run the same command to start again."]
+
+
+def test_an_error_caused_by_the_interruption_is_reported_as_the_interruption(capsys):
+    def main():
+        try:
+            entry_point._raise_keyboard_interrupt(2, None)  # what SIGINT does
+        except KeyboardInterrupt:
+            raise RuntimeError("connection closed by peer") from None  # e.g. a collective whose peer stopped
+
+    assert _call(main) == EXIT_INTERRUPTED
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_sigint_in_a_real_process_prints_two_lines_and_exits_130(tmp_path):
+    script = tmp_path / "sleeper.py"
+    script.write_text(
+        "import time\n"
+        "from tml.common.entry_point import command_parser, run_command, report_training_progress, TrainingProgress\n"
+        "def main(args):\n"
+        "    report_training_progress(lambda: TrainingProgress(5, 9, None))\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "run_command(command_parser('x', config='none'), main)\n"
+    )
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    process.send_signal(2)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == EXIT_INTERRUPTED
+    assert err.strip().splitlines() == [
+        "Interrupted at step 5 of 9; no checkpoint was written yet.", "Run the same command to start again."]
+
+
+def test_help_answers_without_importing_torch():
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c",
+         "import sys\nfrom tml.projects.home.recap.main import build_parser\nbuild_parser()\n"
+         "from tml.projects.twhin.run import build_parser\nbuild_parser()\nprint('torch' in sys.modules)"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.stdout.strip() == "False", done.stderr
+    assert time.perf_counter() - started < 30  # generous: the point is no torch import (seconds by itself)
