@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from tml.common import device as device_lib
+from tml.common.entry_point import training_session
 from tml.common.modules.embedding.pretrained import load_pretrained_tables
 from tml.common.sharding import maybe_shard_model
 from tml.core import custom_training_loop as ctl
@@ -60,9 +61,12 @@ def link_prediction_hook(config: TwhinConfig) -> Optional[ctl.ExtraEvaluation]:
     return evaluate
 
 
-def run(config: TwhinConfig, device: torch.device) -> dict[str, dict[str, float]]:
-    """Train and evaluate on `device` (the process group is set up: see `training_session`);
-    returns the last evaluation's metrics (empty without validation_data)."""
+def run(config: TwhinConfig, device: Optional[torch.device] = None) -> dict[str, dict[str, float]]:
+    """Train and evaluate on `device`; returns the last evaluation's metrics (empty without
+    validation_data). Without `device`, the job runs inside its own `training_session`."""
+    if device is None:
+        with training_session(config) as session_device:
+            return run(config, session_device)
     training = config.training
     train_dataset: EdgesDataset = create_dataset(config.train_data, config.model)
     model, optimizer, scheduler = build_model_and_optimizer(config, device)

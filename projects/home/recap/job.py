@@ -14,6 +14,7 @@ import torch
 
 from tml.common import device as device_lib
 from tml.common.seeding import seed_torch
+from tml.common.entry_point import training_session
 from tml.common.modules.embedding.pretrained import load_pretrained_tables
 from tml.common.sharding import maybe_shard_model
 from tml.core import custom_training_loop as ctl
@@ -109,9 +110,16 @@ def build_model_and_optimizer(
     return model, optimizer, scheduler
 
 
-def run(config: RecapConfig, device: torch.device, debug_loop: bool = False) -> dict[str, dict[str, float]]:
-    """Train and evaluate on `device` (the process group is set up: see `training_session`);
-    returns the last evaluation's metrics per validation set."""
+def run(
+    config: RecapConfig, device: Optional[torch.device] = None, debug_loop: bool = False
+) -> dict[str, dict[str, float]]:
+    """Train and evaluate on `device`; returns the last evaluation's metrics per validation set.
+
+    Without `device`, the job runs inside its own `training_session` (process group, runtime).
+    """
+    if device is None:
+        with training_session(config) as session_device:
+            return run(config, session_device, debug_loop)
     training = config.training
     train_dataset, validation_datasets = build_datasets(config)
     seed = run_seed(config)

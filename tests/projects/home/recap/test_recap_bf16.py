@@ -70,6 +70,7 @@ def test_the_entry_point_warns_about_bf16_on_a_cpu_without_it(monkeypatch, caplo
 
     from tml.core import precision
     from tml.core.config import load_config_from_yaml
+    from tml.common.entry_point import configure_runtime
     from tml.projects.home.recap import main
     from tml.projects.home.recap.config import RecapConfig
 
@@ -79,5 +80,5 @@ def test_the_entry_point_warns_about_bf16_on_a_cpu_without_it(monkeypatch, caplo
     monkeypatch.setattr(precision, "cpu_bf16_support", lambda: emulated)
     monkeypatch.setattr(precision, "measure_bf16_slowdown", lambda: 101.0)
     with caplog.at_level("WARNING"):
-        main._configure_runtime(config, CPU)
+        configure_runtime(config.runtime, CPU)
     assert "this CPU (Old CPU) has no native bf16" in caplog.text and "101x slower" in caplog.text

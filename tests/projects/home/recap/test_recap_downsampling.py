@@ -13,7 +13,7 @@ from tml.common import device as device_lib
 from tml.projects.home.recap.config import RecapConfig
 from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
 from tml.projects.home.recap.data.segdense import load_segdense_schema
-from tml.projects.home.recap.main import run
+from tml.projects.home.recap.job import run
 
 TASK = "clicked"
 NEG_RATE = 0.1

@@ -14,7 +14,7 @@ from tml.common.seeding import derived_seed, seed_torch
 from tml.core.config import load_config_from_yaml
 from tml.projects.home.recap.config import RecapConfig, run_seed
 from tml.projects.home.recap.data.generate_random_data import generate_random_data
-from tml.projects.home.recap.main import run
+from tml.projects.home.recap.job import run
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 LOCAL_YAML = REPO_ROOT / "projects" / "home" / "recap" / "config" / "local.yaml"
