@@ -9,7 +9,7 @@
     which_metrics:   kept from the original, unused
 
 As in the original, the classes do not cross-check model tasks against data tasks: the entry point
-does that at start-up (`tml.projects.home.recap.main.check_tasks`), where it can name both sides.
+does that at start-up (`tml.projects.home.recap.job.check_tasks`), where it can name both sides.
 """
 from __future__ import annotations
 

@@ -7,7 +7,9 @@ import torch
 from tml.common.checkpointing import load_model_weights
 from tml.projects.twhin.data.generate_random_graph import write_random_graph
 from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
-from tml.projects.twhin.run import load_config, main, parse_args
+from tml.common.entry_point import load_command_config
+from tml.projects.twhin.config import TwhinConfig
+from tml.projects.twhin.run import build_parser, main
 from twhin_helpers import CONFIG_DIR
 
 LOCAL = str(CONFIG_DIR / "local.yaml")
@@ -22,7 +24,7 @@ def _arguments(graph: str, save_dir: str, *extra: str) -> list[str]:
 
 
 def _table(save_dir: str, arguments: list[str], name: str) -> torch.Tensor:
-    model = TwhinModelAndLoss(TwhinModel(load_config(parse_args(arguments)).model, device="cpu"))
+    model = TwhinModelAndLoss(TwhinModel(load_command_config(TwhinConfig, build_parser().parse_args(arguments)).model, device="cpu"))
     load_model_weights(model, f"{save_dir}/2")
     (weight,) = [value for key, value in model.state_dict().items() if key.endswith(f"embedding_bags.{name}.weight")]
     return weight
