@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 SMALL=0
-WORK="${HOME}/tmp/tml/movielens_end_to_end"
+WORK="${TML_OUTPUT:-$HOME/tmp/tml}/movielens_end_to_end"
 while [ $# -gt 0 ]; do
   case "$1" in
     --small) SMALL=1 ;;

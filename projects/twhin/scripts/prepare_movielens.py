@@ -14,7 +14,8 @@ data is cut (the earliest 80% of all ratings, 3 stars included, in (time, user, 
 train; the rest is valid; test is empty), so that TwHIN vectors trained on it can feed that
 ranker without seeing its validation ratings. Then only users with a training edge are in the user
 table (ids 0..n-1; the config's larger table leaves its last rows unused): a user first seen after
-the split has no vector, rather than an untrained random one. Written under --out_dir (default /tmp/twhin/movielens, the path of config/movielens.yaml):
+the split has no vector, rather than an untrained random one. Written under --out_dir (default
+$TML_OUTPUT/twhin/movielens, TML_OUTPUT defaulting to ~/tmp/tml: the path config/movielens.yaml reads):
     train/, valid/, test/ (part-00000.parquet: lhs, rel, rhs), mapping/<table>.parquet (id, key),
     mapping/relations.parquet, graph.yaml (the tables and relations, to paste into a config).
 
@@ -31,9 +32,11 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import yaml
 
+from tml.common.entry_point import call_command, command_parser, run_command
+from tml.common.output_dirs import default_output_dir
 from tml.projects.twhin.scripts.package_data import package_data_dir, write_edges, write_mapping
 
-DEFAULT_OUT_DIR = "/tmp/twhin/movielens"
+DEFAULT_OUT_DIR = default_output_dir("twhin", "movielens")  # the folder config/movielens.yaml reads
 LIKED_MIN_RATING = 4.0
 DISLIKED_MAX_RATING = 2.0
 SPLIT_FRACTIONS = (0.9, 0.05, 0.05)
@@ -159,20 +162,28 @@ def prepare_movielens(source_dir: str, out_dir: str, seed: int = 0, split: str =
     return graph
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(__doc__, config="none")
     parser.add_argument("--out_dir", default=DEFAULT_OUT_DIR)
     parser.add_argument("--source_dir", help="Folder with the ml-100k.* files (default: from the recbole package).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the train/valid/test split of the ratings.")
     parser.add_argument("--split", choices=("random", "time"), default="random",
                         help="random: 90/5/5 train/valid/test; time: the Heavy Ranker's time cut (train/valid).")
     parser.add_argument("--validation_fraction", type=float, default=0.2, help="Latest share of ratings (--split time).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     source = args.source_dir or str(package_data_dir("recbole", "1.2.1", "recbole/dataset_example/ml-100k"))
     graph = prepare_movielens(source, args.out_dir, args.seed, args.split, args.validation_fraction)
     relations = len(graph["relations"])
     print(f"movielens: tables {graph['tables']}, {relations} relations, edges {graph['edges']} -> {args.out_dir}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(build_parser(), run)

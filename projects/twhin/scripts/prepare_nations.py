@@ -2,7 +2,7 @@
 
 Reads `pykeen/datasets/nations/{train,valid,test}.txt` (head, relation, tail per line) from the
 installed `pykeen` wheel (`.venv/bin/pip install --no-deps pykeen==1.11.1`; it is never imported)
-and writes under --out_dir (default /tmp/twhin/nations, the path config/nations.yaml reads):
+and writes under --out_dir (default ~/tmp/tml/twhin/nations, i.e. $TML_OUTPUT/twhin/nations: the path config/nations.yaml reads):
     train/part-00000.parquet, valid/part-00000.parquet, test/part-00000.parquet   (lhs, rel, rhs)
     mapping/country.parquet, mapping/relations.parquet                          (id, key)
 Entities and relations are numbered in sorted name order over all three splits.
@@ -17,10 +17,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from tml.common.entry_point import call_command, command_parser, run_command
+from tml.common.output_dirs import default_output_dir
 from tml.projects.twhin.scripts.package_data import package_data_dir, write_edges, write_mapping
 
 SPLITS = ("train", "valid", "test")
-DEFAULT_OUT_DIR = "/tmp/twhin/nations"
+DEFAULT_OUT_DIR = default_output_dir("twhin", "nations")  # the folder config/nations.yaml reads
 
 
 def read_triples(path: str) -> list[tuple[str, str, str]]:
@@ -56,15 +58,23 @@ def prepare_nations(source_dir: str, out_dir: str) -> dict[str, int]:
     return counts
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(__doc__, config="none")
     parser.add_argument("--out_dir", default=DEFAULT_OUT_DIR)
     parser.add_argument("--source_dir", help="Folder with train/valid/test.txt (default: from the pykeen package).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     source = args.source_dir or str(package_data_dir("pykeen", "1.11.1", "pykeen/datasets/nations"))
     counts = prepare_nations(source, args.out_dir)
     print(f"nations: {counts} -> {args.out_dir}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(build_parser(), run)

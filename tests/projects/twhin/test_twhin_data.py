@@ -207,7 +207,7 @@ def test_generator_cli_writes_valid_edges_for_a_config(tmp_path):
     out = tmp_path / "graph"
     generate_main(["--out_dir", str(out), "--config_yaml_path", str(CONFIG_DIR / "local.yaml"),
                    "--num_edges", "500", "--num_files", "3", "--weights", "--noise", "0"])
-    files = sorted(p.name for p in out.iterdir())
+    files = sorted(p.name for p in out.glob("*.parquet"))
     assert files == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     schema = GraphSchema.build({"user": 1000, "tweet": 500},
                                [(n, "user", "tweet") for n in ("fav", "reply", "retweet", "magic_recs")])

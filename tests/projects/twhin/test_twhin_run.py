@@ -99,8 +99,11 @@ def test_two_process_torchrun_logs_the_metrics_of_its_checkpoint(graph, tmp_path
         assert step == 10 and value == pytest.approx(again[name], abs=1e-6), name
 
 
-def test_save_dir_comes_from_the_config_unless_the_flag_overrides_it():
-    assert load_config(parse_args(["--config_yaml_path", LOCAL])).training.save_dir == "/tmp/twhin/random_graph/model"
+def test_save_dir_comes_from_the_config_unless_the_flag_overrides_it(monkeypatch):
+    monkeypatch.setenv("TML_OUTPUT", "/outputs")
+    config = load_config(parse_args(["--config_yaml_path", LOCAL]))
+    assert config.training.save_dir == "/outputs/twhin/random_graph/model"
+    assert config.train_data.data_root == "/outputs/twhin/random_graph/edges/*.parquet"  # not the run's folder
     flagged = load_config(parse_args(["--config_path", LOCAL, "--save_dir", "/elsewhere"]))
     assert flagged.training.save_dir == "/elsewhere"
     with pytest.raises(ConfigError, match="num_train_steps"):

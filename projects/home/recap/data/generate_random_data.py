@@ -4,24 +4,21 @@
         --n_examples 4096 --num_files 4 [--base_rate 0.1] [--task_base_rate TASK=RATE ...]
 
 The original wrote one example with labels in 0..9 and ignored --n_examples (spec B7). Files go to
-the folder of the section's `inputs` glob unless --output_dir is given.
+the folder of the section's `inputs` glob unless --output_dir is given. A folder holding earlier
+generated files is refused unless --overwrite is given (then only those files are deleted, so no old
+file stays behind for a glob to read); a folder holding anything else is refused.
 """
 from __future__ import annotations
 
 import argparse
 import fnmatch
 import posixpath
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
-import numpy as np
+from tml.common.entry_point import call_command, command_parser, run_command
 
-from tml.common.filesystem import util as fs_util
-from tml.ml_logging.torch_logging import logging
-from tml.projects.home.recap.data.config import RecapDataConfig
-from tml.projects.home.recap.data.config_files import add_section_arguments, load_section
-from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
-from tml.projects.home.recap.data.random_features import make_label_model, random_columns
-from tml.projects.home.recap.data.segdense import plan_features
+if TYPE_CHECKING:
+    from tml.projects.home.recap.data.config import RecapDataConfig
 
 
 def output_dir_for(config: RecapDataConfig) -> str:
@@ -40,8 +37,17 @@ def generate_random_data(
     signal: float = 2.0,
     seed: int = 0,
     rows_per_row_group: int = 1024,
+    overwrite: bool = False,
 ) -> list[str]:
-    """Writes the files and returns their paths."""
+    """Writes the files and returns their paths (`overwrite`: see the module docstring)."""
+    import numpy as np
+
+    from tml.common.filesystem.generated_files import claim_output_dir
+    from tml.ml_logging.torch_logging import logging
+    from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
+    from tml.projects.home.recap.data.random_features import make_label_model, random_columns
+    from tml.projects.home.recap.data.segdense import plan_features
+
     if n_examples < 1 or num_files < 1 or rows_per_row_group < 1:
         raise ValueError("n_examples, num_files and rows_per_row_group must be positive")
     if num_files > n_examples:
@@ -58,12 +64,13 @@ def generate_random_data(
     plan = plan_features(config)
     rng = np.random.default_rng(seed)
     label_model = make_label_model(config, plan, signal, rng)
-    fs_util.infer_fs(output_dir).makedirs(output_dir, exist_ok=True)
+    names = [f"part-{file_index:05d}.parquet" for file_index in range(num_files)]
+    claim_output_dir(output_dir, names, "generate_random_data", overwrite)
     features = [column.feature for column in plan.columns]
     biases: dict[str, float] = {}
     paths = []
     for file_index, file_rows in enumerate(np.array_split(np.arange(n_examples), num_files)):
-        path = posixpath.join(output_dir, f"part-{file_index:05d}.parquet")
+        path = posixpath.join(output_dir, names[file_index])
         with SegDenseParquetWriter(path, features) as writer:
             for start in range(0, len(file_rows), rows_per_row_group):
                 rows = min(rows_per_row_group, len(file_rows) - start)
@@ -84,10 +91,16 @@ def _task_rate(text: str) -> tuple[str, float]:
     return task, float(rate)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_section_arguments(parser)
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(__doc__)
+    parser.add_argument(
+        "--section",
+        default="train_data",
+        help="Data section to use: train_data (default) or validation_data.<name>.",
+    )
     parser.add_argument("--output_dir", help="Folder for the files; default: the folder of the section's inputs.")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace the files of an earlier run in the output folder (and nothing else).")
     parser.add_argument("--n_examples", type=int, default=4096, help="Examples in all files together.")
     parser.add_argument("--num_files", type=int, default=4)
     parser.add_argument("--base_rate", type=float, default=0.1, help="Positive rate of every task.")
@@ -95,7 +108,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--signal", type=float, default=2.0, help="How strongly labels depend on features.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--rows_per_row_group", type=int, default=1024)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from tml.projects.home.recap.data.config_files import load_section
+
     config = load_section(args)
     generate_random_data(
         config,
@@ -107,8 +125,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         signal=args.signal,
         seed=args.seed,
         rows_per_row_group=args.rows_per_row_group,
+        overwrite=args.overwrite,
     )
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(build_parser(), run)

@@ -1,9 +1,9 @@
 """Retrieve, then rank, on MovieLens-100k: TwHIN retrieval, Heavy Ranker scoring, and their evaluation.
 
     python -m tml.projects.home.recap.scripts.movielens_retrieve_rank \
-        --embeddings TWHIN_EXPORT --twhin_data /tmp/twhin/movielens \
+        --embeddings TWHIN_EXPORT --twhin_data ~/tmp/tml/twhin/movielens \
         --config_path projects/home/recap/config/movielens.yaml --checkpoint SAVE_DIR \
-        --output ranked.parquet [--k 100] [--data_dir $HOME/tmp/tml/movielens]
+        --output ranked.parquet [--k 100] [--data_dir ~/tmp/tml/movielens]
 
 For every user with ratings both before and after the time split (the users a recommender can be
 judged on at that moment):
@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tml.common.output_dirs import default_output_dir
 from tml.core.config import load_config_from_yaml
 from tml.projects.home.recap.config import RecapConfig
 from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
@@ -200,7 +201,7 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--embeddings", required=True, help="TwHIN export directory (user and movie tables).")
-    parser.add_argument("--twhin_data", default="/tmp/twhin/movielens", help="TwHIN prepare_movielens output (its mapping/).")
+    parser.add_argument("--twhin_data", default=default_output_dir("twhin", "movielens"), help="TwHIN prepare_movielens output (its mapping/).")
     parser.add_argument("--data_dir", default=ml.DEFAULT_OUTPUT_DIR, help="Heavy Ranker prepare_movielens output.")
     parser.add_argument("--config_path", required=True, help="The Heavy Ranker config the checkpoint was trained with.")
     parser.add_argument("--checkpoint", required=True, help="Checkpoint or save_dir (newest checkpoint).")

@@ -35,6 +35,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 import tml
+from tml.common.entry_point import call_command, command_parser, run_command
+from tml.common.output_dirs import default_output_dir
 from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
 from tml.projects.home.recap.data.segdense import SegDenseFeature, load_segdense_schema
 
@@ -42,7 +44,7 @@ DISTRIBUTION = "recbole"
 VERSION = "1.2.1"
 DATA_FOLDER = "recbole/dataset_example/ml-100k"
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(tml.__file__)), "projects/home/recap/config/movielens_segdense.json")
-DEFAULT_OUTPUT_DIR = os.path.join(os.path.expanduser("~"), "tmp", "tml", "movielens")
+DEFAULT_OUTPUT_DIR = default_output_dir("movielens")  # the folder config/movielens.yaml reads
 
 CONTINUOUS = "movielens_cont__segdense_vals"
 BINARY = "movielens_binary__segdense_vals"
@@ -390,15 +392,18 @@ def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_tra
     return stats
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Convert MovieLens-100k (from the recbole wheel) to Heavy Ranker Parquet.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser("Convert MovieLens-100k (from the recbole wheel) to Heavy Ranker Parquet.", config="none")
     parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="Where train/ and validation/ are written.")
     parser.add_argument("--validation_fraction", type=float, default=0.2, help="Latest share of ratings held out.")
     parser.add_argument("--num_train_files", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="Seed of the training rows' order (and of negatives).")
     parser.add_argument("--negatives_per_rating", type=int, default=0,
                         help="Also write this many sampled unrated movies per rating, all labels 0 (see negative_rows).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     stats = prepare_movielens(args.output_dir, args.validation_fraction, args.num_train_files, args.seed,
                               args.negatives_per_rating)
     print(json.dumps(stats, indent=2))
@@ -406,5 +411,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(build_parser(), run)

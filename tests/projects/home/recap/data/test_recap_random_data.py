@@ -65,7 +65,7 @@ def test_cli_writes_next_to_the_inputs_glob(tmp_path):
     config = make_config(schema, f"{tmp_path}/generated/*.parquet").model_dump(mode="json")
     config_path.write_text(yaml.safe_dump({"train_data": config, "model": {"ignored": True}}))
     main(["--config_path", str(config_path), "--n_examples", "50", "--num_files", "2", "--seed", "3"])
-    files = sorted((tmp_path / "generated").iterdir())
+    files = sorted((tmp_path / "generated").glob("*.parquet"))
     assert [f.name for f in files] == ["part-00000.parquet", "part-00001.parquet"]
     assert [pq.ParquetFile(f).metadata.num_rows for f in files] == [25, 25]
 
