@@ -128,22 +128,11 @@ def load_config_from_yaml(
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> argparse.ArgumentParser:
-    """The CLI every entry point shares: `--config_path FILE [--set key=value ...]`."""
-    parser.add_argument(
-        "--config_path",
-        required=required,
-        help="YAML config file, local path or fsspec URL ($VAR and ${VAR} are expanded from the environment).",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="Override one config value after loading, e.g. --set training.num_train_steps=100 "
-        "(dotted path, list indices as numbers, value parsed as YAML; repeatable).",
-    )
-    return parser
+    """The flags every command shares: `--config_path FILE [--set key=value ...]` (see
+    `tml.common.entry_point`, where every command line starts)."""
+    from tml.common.entry_point import add_config_flags
+
+    return add_config_flags(parser, required)
 
 
 def load_config_from_args(config_cls: type[ConfigT], args: argparse.Namespace) -> ConfigT:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tml.common import filesystem
+from tml.common.entry_point import call_command, command_parser, run_command
 from tml.common.checkpointing import get_checkpoint, read_metadata, restore
 from tml.common.checkpointing.layout import join
 from tml.projects.twhin.models.models import TRANSLATION_PARAM, table_of_parameter
@@ -312,16 +313,15 @@ def nearest(
 # ---------------------------------------------------------------------------------- command line
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tml.projects.twhin.embeddings", description=__doc__.split("\n\n")[0]
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(__doc__, config="none")
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="Write every table of a checkpoint to Parquet.")
     export.add_argument("--source", required=True, help="Checkpoint or save directory.")
     export.add_argument("--out_dir", required=True)
     export.add_argument("--table", action="append", help="Export only these tables (repeatable).")
-    export.add_argument("--config_yaml_path", help="TwHIN config, to name the relation vectors.")
+    export.add_argument("--config_path", "--config_yaml_path", dest="config_path", metavar="FILE",
+                        help="TwHIN config, to name the relation vectors (--config_yaml_path is the same flag).")
     get = commands.add_parser("get", help="Print rows as JSON lines {id, vector}.")
     near = commands.add_parser("nearest", help="Print the k nearest rows (cosine) as JSON lines.")
     for sub in (get, near):
@@ -338,14 +338,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                        help="auto: none below 50k rows (exact search), HNSW below 1M, IVF from 1M.")
     index.add_argument("--metric", choices=("cosine", "dot"), default="cosine",
                        help="cosine (what `nearest` ranks by) or dot (the translation/dot operators' ranking).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     if args.command == "export":
         names = None
-        if args.config_yaml_path:
+        if args.config_path:
             from tml.core.config import load_config_from_yaml
             from tml.projects.twhin.config import TwhinConfig
 
-            names = [r.name for r in load_config_from_yaml(TwhinConfig, args.config_yaml_path).model.relations]
+            names = [r.name for r in load_config_from_yaml(TwhinConfig, args.config_path).model.relations]
         for table, path in export_embeddings(args.source, args.out_dir, args.table, names).items():
             print(f"{table}: {path}")
     elif args.command == "get":
@@ -357,7 +360,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     else:
         for node, neighbours in nearest(args.ids, args.k, args.table, args.source, exact=args.exact).items():
             print(json.dumps({"id": node, "nearest": [{"id": i, "cosine": round(s, 6)} for i, s in neighbours]}))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(build_parser(), run)

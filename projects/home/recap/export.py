@@ -30,6 +30,7 @@ from torch import nn
 from torch.export import Dim
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from tml.common.entry_point import call_command, command_parser, run_command
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.model.entrypoint import TWHIN_EMBEDDINGS, MultiTaskRankingModel
 
@@ -219,15 +220,8 @@ class ExportedRanker:
         return self.module(features)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from tml.common.sharding import quiet_torchrec_warnings
-    from tml.core.config import add_config_arguments
-    from tml.projects.home.recap.candidates import CandidateReader, first_batch
-    from tml.projects.home.recap.job import load_config
-    from tml.projects.home.recap.trained_model import load_trained_model, sparse_feature_names
-
-    parser = argparse.ArgumentParser(description="Export a trained Heavy Ranker with torch.export.")
-    add_config_arguments(parser)
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser("Export a trained Heavy Ranker with torch.export.")
     parser.add_argument("--checkpoint", required=True, help="A checkpoint folder, or a save_dir (its newest checkpoint).")
     parser.add_argument("--output", required=True, help="File to write the exported program to (e.g. model.pt2).")
     parser.add_argument(
@@ -235,22 +229,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default=None,
         help="Glob of Parquet rows to trace with (default: train_data.inputs). Any rows of the right layout do.",
     )
-    args = parser.parse_args(argv)
-    quiet_torchrec_warnings()
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from tml.common.entry_point import CommandError
+    from tml.projects.home.recap.candidates import CandidateReader, first_batch
+    from tml.projects.home.recap.job import load_config
+    from tml.projects.home.recap.trained_model import load_trained_model, sparse_feature_names
+
     config = load_config(args.config_path, args.overrides)
     inputs = args.example_input or config.train_data.inputs
     if inputs is None:
-        parser.error("train_data has no inputs glob; pass --example_input")
+        raise CommandError("train_data has no inputs glob; pass --example_input")
     reader = CandidateReader(
         config.train_data, inputs, id_columns=(), sparse_feature_names=sparse_feature_names(config), batch_rows=64
     )
     model = load_trained_model(config, args.checkpoint, reader.element_spec)
     example = first_batch(reader)
     if example is None:
-        parser.error(f"no rows in {inputs} to trace the model with")
+        raise CommandError(f"no rows in {inputs} to trace the model with")
     export_to_file(model, example, args.output)
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(build_parser(), run)

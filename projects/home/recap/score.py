@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from tml.common.entry_point import call_command, command_parser, run_command
 from tml.common.filesystem import util as fs_util
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.candidates import TWEET_ID_COLUMN, USER_ID_COLUMN, CandidateReader
@@ -123,11 +124,8 @@ def write_table(table: pa.Table, path: str) -> None:
         pq.write_table(table, stream)
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    from tml.core.config import add_config_arguments
-
-    parser = argparse.ArgumentParser(description="Score and rank Parquet candidates with a trained Heavy Ranker.")
-    add_config_arguments(parser)
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser("Score and rank Parquet candidates with a trained Heavy Ranker.")
     parser.add_argument("--checkpoint", required=True, help="A checkpoint folder, or a save_dir (its newest checkpoint).")
     parser.add_argument("--input", required=True, help="Glob of candidate Parquet files (train_data's layout).")
     parser.add_argument("--output", required=True, help="Parquet file to write, one row per candidate.")
@@ -147,15 +145,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action="store_true",
         help="Use the heads' uncalibrated probabilities (default: calibrated, undoing down-sampling).",
     )
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    from tml.common.sharding import quiet_torchrec_warnings
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     from tml.projects.home.recap.job import load_config
 
-    quiet_torchrec_warnings()
-    args = parse_args(argv)
     config = load_config(args.config_path, args.overrides)
     table = score_candidates(
         config,
@@ -173,5 +172,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(build_parser(), run)

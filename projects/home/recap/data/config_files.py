@@ -6,7 +6,7 @@ from typing import Dict
 
 import pydantic
 
-from tml.core.config import add_config_arguments, load_config_from_yaml
+from tml.core.config import load_config_from_yaml
 from tml.projects.home.recap.data.config import RecapDataConfig
 
 
@@ -32,16 +32,6 @@ def select_section(sections: RecapDataSections, section: str) -> RecapDataConfig
         return sections.validation_data[section[len(prefix):]]
     available = ["train_data"] + [prefix + name for name in sections.validation_data]
     raise ValueError(f"no data section '{section}'; available: {available}")
-
-
-def add_section_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    add_config_arguments(parser)
-    parser.add_argument(
-        "--section",
-        default="train_data",
-        help="Data section to use: train_data (default) or validation_data.<name>.",
-    )
-    return parser
 
 
 def load_section(args: argparse.Namespace) -> RecapDataConfig:

@@ -22,6 +22,8 @@ from typing import Iterable, Optional, Sequence
 
 import pyarrow as pa
 
+from tml.common.entry_point import call_command, command_parser, run_command
+
 from tml.projects.home.recap.data.segdense import VARIABLE_LENGTH, FeaturePlan, SegDenseFeature
 
 _ARROW_VALUE_TYPES = {"float_list": pa.float32(), "int64_list": pa.int64(), "bytes_list": pa.binary()}
@@ -49,18 +51,30 @@ def plan_schema(plan: FeaturePlan) -> pa.Schema:
     return pa.schema(fields)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    from tml.projects.home.recap.data.config_files import add_section_arguments, load_section
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser("Print the Parquet schema a recap data config reads.")
+    parser.add_argument(
+        "--section",
+        default="train_data",
+        help="Data section to use: train_data (default) or validation_data.<name>.",
+    )
+    parser.add_argument("--inference", action="store_true", help="Leave out the label columns.")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from tml.projects.home.recap.data.config_files import load_section
     from tml.projects.home.recap.data.segdense import plan_features
 
-    parser = argparse.ArgumentParser(description="Print the Parquet schema a recap data config reads.")
-    add_section_arguments(parser)
-    parser.add_argument("--inference", action="store_true", help="Leave out the label columns.")
-    args = parser.parse_args(argv)
     data_config = load_section(args)
     plan = plan_features(data_config, with_labels=not args.inference)
     print(plan_schema(plan).to_string(show_field_metadata=True, show_schema_metadata=False))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(build_parser(), run)

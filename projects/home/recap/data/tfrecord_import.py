@@ -19,6 +19,7 @@ from typing import IO, Iterator, Optional, Sequence
 
 import numpy as np
 
+from tml.common.entry_point import call_command, command_parser, run_command
 from tml.common.filesystem import util as fs_util
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.data.arrow_columns import JaggedColumn
@@ -190,16 +191,24 @@ def convert_tfrecords(
     return outputs
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description="Convert TFRecord files of tf.Example to segdense Parquet.")
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser("Convert TFRecord files of tf.Example to segdense Parquet.", config="none")
     parser.add_argument("inputs", nargs="+", help="TFRecord files or globs (local or fsspec URLs).")
     parser.add_argument("--schema_path", required=True, help="segdense JSON schema.")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--feature", action="append", dest="features", help="Only this feature (repeatable).")
     parser.add_argument("--rows_per_row_group", type=int, default=1024)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     convert_tfrecords(args.inputs, args.schema_path, args.output_dir, args.features, args.rows_per_row_group)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(build_parser(), run)

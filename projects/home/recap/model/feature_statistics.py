@@ -21,6 +21,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 import numpy as np
 import torch
 
+from tml.common.entry_point import CommandError, call_command, command_parser, run_command
 from tml.common.filesystem import open_file
 from tml.ml_logging.torch_logging import logging
 
@@ -164,40 +165,43 @@ def load_feature_statistics(path: str) -> FeatureStatistics:
     )
 
 
-def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Compute the z_score_log analysis file from a recap config's data "
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(
+        "Compute the z_score_log analysis file from a recap config's data "
         "(read as in training, so truncation/slicing applies)."
     )
-    parser.add_argument("--config_path", required=True, help="Recap YAML config.")
     parser.add_argument("--output_path", required=True, help="Where to write the JSON statistics.")
     parser.add_argument("--num_batches", type=int, default=100, help="Batches to read (at most).")
     parser.add_argument(
         "--validation_set", default=None, help="Read this validation_data entry instead of train_data."
     )
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def run(args: argparse.Namespace) -> int:
     # Imported here: the data pipeline and the full config are only needed by the command.
-    from tml.core.config import load_config_from_yaml
+    from tml.common.entry_point import load_command_config
     from tml.projects.home.recap.config import RecapConfig
     from tml.projects.home.recap.data.dataset import RecapDataset
 
-    args = _parse_args(argv)
-    config = load_config_from_yaml(RecapConfig, args.config_path)
+    config = load_command_config(RecapConfig, args)
     if args.validation_set is None:
         data_config = config.train_data
     elif args.validation_set in config.validation_data:
         data_config = config.validation_data[args.validation_set]
     else:
-        raise ValueError(
+        raise CommandError(
             f"--validation_set {args.validation_set!r} is not in validation_data "
             f"{sorted(config.validation_data)}."
         )
     dataset = RecapDataset(data_config, repeat=False, rank=0, world_size=1)
     compute_feature_statistics(iter(dataset), args.output_path, max_batches=args.num_batches)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
 
 
 if __name__ == "__main__":
-    main()
+    run_command(build_parser(), run)
