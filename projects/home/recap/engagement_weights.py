@@ -49,8 +49,8 @@ def resolve_weights(task_names: Sequence[str], overrides: Optional[Mapping[str, 
     """One weight per model task: the April 2023 defaults, replaced or extended by `overrides`.
 
     An override naming no model task is an error (a typo would silently score with the default).
-    Tasks with no weight get 0 and a warning; a model none of whose tasks has a weight is an error,
-    since every candidate would score 0.
+    Tasks with no weight get 0 and a warning. A model none of whose tasks is a published head gets
+    weight 1 for every task when no weights are given (its own tasks: the score sums them).
     """
     overrides = dict(overrides or {})
     unknown = [task for task in overrides if task not in task_names]
@@ -59,10 +59,10 @@ def resolve_weights(task_names: Sequence[str], overrides: Optional[Mapping[str, 
     table = {**APRIL_2023_WEIGHTS, **overrides}
     unweighted = [task for task in task_names if task not in table]
     if len(unweighted) == len(task_names):
-        raise ValueError(
-            f"none of the model's tasks {list(task_names)} has an engagement weight (the defaults cover "
-            f"{list(APRIL_2023_WEIGHTS)}); pass weights, e.g. --weights {task_names[0]}=1.0"
-        )
+        # No overrides (they name model tasks) and none of the published heads: a model of one's own
+        # tasks. The score is the sum of its probabilities (a one-task model's probability).
+        logging.info(f"no published engagement weight applies to tasks {list(task_names)}; each weighs 1.0")
+        return {task: 1.0 for task in task_names}
     if unweighted:
         logging.warning(f"tasks {unweighted} have no engagement weight; they count 0 in the score")
     return {task: float(table.get(task, 0.0)) for task in task_names}

@@ -7,7 +7,8 @@ The checkpoint (of any world size; a save_dir means its newest checkpoint) is lo
 module in this process. Candidates are Parquet rows in train_data's layout; labels are not needed.
 One output row per candidate, in input order:
 
-    <user id column> <tweet id column>   the candidate's ids (meta.user_id, meta.tweet_id by default)
+    <id columns>                         the candidate's ids (meta.user_id, meta.tweet_id by default;
+                                         any integer columns with --id_columns, the first one a request)
     <task> ...                           each head's calibrated probability (model task order)
     score                                sum over tasks of weight * probability (engagement_weights.py)
     rank                                 1 = best score among the rows of the same user id (a request)
@@ -101,13 +102,15 @@ def score_candidates(
     user_id_column: str = USER_ID_COLUMN,
     tweet_id_column: str = TWEET_ID_COLUMN,
     probabilities: str = "calibrated_probabilities",
+    id_columns: Optional[Sequence[str]] = None,
 ) -> pa.Table:
     """Load the model of `checkpoint` and score the candidates of `inputs` (a glob or a list of files)
-    laid out as `config.train_data` describes; see the module docstring for the output columns."""
+    laid out as `config.train_data` describes; see the module docstring for the output columns.
+    `id_columns` (any integer columns; ranks group by the first) replaces the user and tweet ids."""
     reader = CandidateReader(
         config.train_data,
         inputs,
-        id_columns=(user_id_column, tweet_id_column),
+        id_columns=tuple(id_columns) if id_columns else (user_id_column, tweet_id_column),
         sparse_feature_names=sparse_feature_names(config),
         batch_rows=batch_rows,
     )
@@ -141,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--user_id_column", default=USER_ID_COLUMN, help="Column grouping candidates into requests.")
     parser.add_argument("--tweet_id_column", default=TWEET_ID_COLUMN, help="Column identifying the candidate.")
     parser.add_argument(
+        "--id_columns",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=None,
+        metavar="COL,...",
+        help="Integer id columns copied to the output instead of the user and tweet ids; ranks group "
+        "candidates by the first (e.g. a request or user id).",
+    )
+    parser.add_argument(
         "--raw_probabilities",
         action="store_true",
         help="Use the heads' uncalibrated probabilities (default: calibrated, undoing down-sampling).",
@@ -165,10 +176,12 @@ def run(args: argparse.Namespace) -> int:
         user_id_column=args.user_id_column,
         tweet_id_column=args.tweet_id_column,
         probabilities="probabilities" if args.raw_probabilities else "calibrated_probabilities",
+        id_columns=args.id_columns,
     )
     write_table(table, args.output)
-    users = len(np.unique(table.column(args.user_id_column).to_numpy())) if table.num_rows else 0
-    logging.info(f"scored {table.num_rows} candidates of {users} users; wrote {args.output}")
+    group_column = args.id_columns[0] if args.id_columns else args.user_id_column
+    groups = len(np.unique(table.column(group_column).to_numpy())) if table.num_rows else 0
+    logging.info(f"scored {table.num_rows} candidates of {groups} {group_column} values; wrote {args.output}")
     return 0
 
 

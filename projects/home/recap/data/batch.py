@@ -85,20 +85,40 @@ def _stack_columns(tensors: Sequence[torch.Tensor], dtype: Optional[torch.dtype]
     return torch.stack([tensor.reshape(-1).to(dtype) for tensor in tensors], dim=1)
 
 
+_EMPTY_DTYPES = {"continuous": torch.float32, "binary": torch.int64, "discrete": torch.int64}
+
+
+def _as_block(tensor: torch.Tensor) -> torch.Tensor:
+    """A block of one feature is stored as a scalar column ([B]); the model reads [B, width]."""
+    return tensor.unsqueeze(1) if isinstance(tensor, torch.Tensor) and tensor.dim() == 1 else tensor
+
+
+def _batch_rows(inputs: Mapping[str, Any]) -> int:
+    for name in (*DENSE_FEATURES.values(), *inputs):
+        value = inputs.get(name)
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+        if hasattr(value, "__len__") and not isinstance(value, (str, bytes)):
+            return len(value)
+    raise KeyError(f"no feature to take the batch size from among {sorted(inputs)}")
+
+
 def to_batch(
     inputs: Mapping[str, Any],
     task_names: Sequence[str] = (),
     sparse_feature_names: Sequence[str] = (),
     extracted_feature_names: Sequence[str] = (),
 ) -> RecapBatch:
-    """A RecapBatch from features named as after renaming (continuous, binary, discrete, ...)."""
-    missing = [name for name in DENSE_FEATURES.values() if name not in inputs]
-    if missing:
-        raise KeyError(
-            f"RecapBatch needs features {list(DENSE_FEATURES.values())}; missing {missing} "
-            f"(map them to segdense names in seg_dense_schema.renamed_features)"
-        )
-    batch_rows = int(inputs["continuous"].shape[0])
+    """A RecapBatch from features named as after renaming (continuous, binary, discrete, ...).
+
+    A dense block the data does not map (no renamed feature `binary`, say) is an empty [B, 0] tensor:
+    data without binary or discrete features needs no placeholder columns. A block of length 1 (a
+    scalar column) becomes [B, 1]."""
+    batch_rows = _batch_rows(inputs)
+    dense = {
+        field_name: _as_block(inputs[name]) if name in inputs else torch.zeros(batch_rows, 0, dtype=_EMPTY_DTYPES[name])
+        for field_name, name in DENSE_FEATURES.items()
+    }
     sparse = {}
     for name in sparse_feature_names:
         if name not in inputs:
@@ -116,7 +136,7 @@ def to_batch(
     labels = _stack_columns([inputs[task] for task in task_names], torch.int64) if task_names else None
     extracted = _stack_columns([inputs[name] for name in extracted_feature_names]) if extracted_feature_names else None
     return RecapBatch(
-        **{field_name: inputs[name] for field_name, name in DENSE_FEATURES.items()},
+        **dense,
         sparse_features=keyed_jagged_tensor(sparse, batch_rows),
         labels=labels,
         weights=inputs.get("weights"),

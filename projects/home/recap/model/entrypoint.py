@@ -147,6 +147,12 @@ class MultiTaskRankingModel(nn.Module):
 
         self.feature_layout = layout
         self.input_dims = sum(segment.width for segment in layout)
+        if self.input_dims == 0:
+            raise ValueError(
+                f"the model has no input features: the data provides {sorted(input_shapes)}; map the "
+                f"feature columns to continuous / binary / discrete in seg_dense_schema.renamed_features, "
+                f"or configure embeddings."
+            )
 
         self.backbone: Optional[nn.Module] = None
         tower_layout = layout

@@ -158,10 +158,9 @@ def feature_shape(input_shapes: InputShapes, name: str) -> Optional[Sequence[int
 
 
 def _feature_width(input_shapes: InputShapes, name: str) -> int:
+    """0 for a block the data does not provide (its batch tensor is [B, 0])."""
     shape = feature_shape(input_shapes, name)
-    if shape is None:
-        raise ValueError(f"the data provides no '{name}' feature (input shapes have {sorted(input_shapes)}).")
-    return int(shape[-1])
+    return 0 if shape is None else int(shape[-1])
 
 
 class FeaturePreprocessor(nn.Module):

@@ -37,8 +37,8 @@ import numpy as np
 import tml
 from tml.common.entry_point import call_command, command_parser, run_command
 from tml.common.output_dirs import default_output_dir
-from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
-from tml.projects.home.recap.data.segdense import SegDenseFeature, load_segdense_schema
+from tml.projects.home.recap.data.segdense import load_segdense_schema
+from tml.projects.home.recap.data.splits import check_widths, write_split
 
 DISTRIBUTION = "recbole"
 VERSION = "1.2.1"
@@ -325,32 +325,6 @@ def candidate_columns(folder: Path, users: np.ndarray, movies: np.ndarray,
     }
 
 
-def _check_widths(columns: dict[str, np.ndarray], schema: dict[str, SegDenseFeature]) -> None:
-    for name, feature in schema.items():
-        width = 1 if columns[name].ndim == 1 else columns[name].shape[1]
-        if width != feature.length:
-            raise ValueError(
-                f"'{name}' has {width} values per row but {SCHEMA_PATH} says {feature.length}; the MovieLens "
-                f"files differ from what this script was written for ({DISTRIBUTION}=={VERSION})"
-            )
-
-
-def write_split(folder: str, columns: dict[str, np.ndarray], rows: np.ndarray, num_files: int,
-                schema: dict[str, SegDenseFeature]) -> list[str]:
-    os.makedirs(folder, exist_ok=True)
-    for stale in Path(folder).glob("part-*.parquet"):
-        stale.unlink()
-    paths = []
-    for index, file_rows in enumerate(np.array_split(rows, num_files)):
-        path = os.path.join(folder, f"part-{index:05d}.parquet")
-        with SegDenseParquetWriter(path, list(schema.values())) as writer:
-            for start in range(0, len(file_rows), 8192):
-                picked = file_rows[start: start + 8192]
-                writer.write({name: columns[name][picked] for name in schema})
-        paths.append(path)
-    return paths
-
-
 def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_train_files: int = 4,
                       seed: int = 0, negatives_per_rating: int = 0) -> dict[str, object]:
     """Write the train and validation splits; returns their statistics (also saved as stats.json)."""
@@ -359,7 +333,8 @@ def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_tra
     schema = load_segdense_schema(SCHEMA_PATH)
     folder = movielens_folder()
     columns, num_train = build_rows(folder, validation_fraction)
-    _check_widths(columns, schema)
+    check_widths(columns, schema, f" ({SCHEMA_PATH}); the MovieLens files differ from what this script was "
+                                  f"written for ({DISTRIBUTION}=={VERSION})")
     total = len(columns["liked"])
     train_rows = np.random.default_rng(seed).permutation(num_train)
     validation_rows = np.arange(num_train, total)

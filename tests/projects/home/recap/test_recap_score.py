@@ -46,8 +46,7 @@ def test_resolve_weights_defaults_overrides_and_errors():
     assert resolve_weights(["liked", "loved"], {"loved": 3.0}) == {"liked": 0.0, "loved": 3.0}
     with pytest.raises(ValueError, match=r"weights name task\(s\) \['is_faved'\] that the model does not have"):
         resolve_weights([FAV], {"is_faved": 1.0})
-    with pytest.raises(ValueError, match="none of the model's tasks .* has an engagement weight"):
-        resolve_weights(["liked", "loved"])
+    assert resolve_weights(["liked", "loved"]) == {"liked": 1.0, "loved": 1.0}  # one's own tasks
 
 
 @pytest.fixture(scope="module")

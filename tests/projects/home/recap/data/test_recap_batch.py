@@ -30,11 +30,13 @@ def test_labels_by_name_and_default_weights():
     assert batch.to(torch.device("cpu")).label_names == ("b", "a")
 
 
-def test_required_dense_features_and_one_source_per_entity():
+def test_absent_dense_blocks_are_empty_and_one_source_per_entity():
     inputs = _inputs()
-    del inputs["binary"]
-    with pytest.raises(KeyError, match="RecapBatch needs features .*missing \\['binary'\\]"):
-        to_batch(inputs)
+    del inputs["binary"], inputs["discrete"]
+    batch = to_batch(inputs)  # data without binary or discrete features needs no placeholder columns
+    assert batch.binary_features.shape == (3, 0) and batch.binary_features.dtype == torch.int64
+    assert batch.discrete_features.shape == (3, 0)
+    torch.testing.assert_close(batch.continuous_features, inputs["continuous"])
     with pytest.raises(ValueError, match="both 'author_embedding' and sparse ids 'meta__author_id' are inputs"):
         to_batch(_inputs(), sparse_feature_names=["meta__author_id"])
 
