@@ -17,7 +17,7 @@ from tml.core.config import load_config_from_yaml
 from tml.projects.home.recap.config import RecapConfig
 from tml.projects.home.recap.data.dataset import RecapDataset
 from tml.projects.home.recap.data.from_table import main
-from tml.projects.home.recap.main import run
+from tml.projects.home.recap.job import run
 from tml.projects.home.recap.score import score_candidates
 
 ROWS = 3000
