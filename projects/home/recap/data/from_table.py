@@ -18,7 +18,8 @@ Rows are split at random (seeded) or, with --split_by, by that column: its lates
 Negative down-sampling (one label) keeps every positive and each negative with the given
 probability, as production training data does; the rate goes into the config so that training
 undoes it (`model.downsampling_correction`). Bad input (a missing column, a label that is not 0/1,
-a negative categorical id, ...) stops with a message naming the column.
+a negative categorical id, ...) stops with a message naming the column (exit 1). An output folder
+with earlier output is refused unless --overwrite, which replaces only what this command wrote.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import sys
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -35,9 +35,11 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import yaml
 
+from tml.common.entry_point import CommandError, call_command, command_parser, run_command
 from tml.common.filesystem import util as fs_util
+from tml.common.filesystem.generated_files import claim_output_dir
 from tml.projects.home.recap.data.segdense import parse_segdense_schema
-from tml.projects.home.recap.data.splits import check_widths, split_rows, write_split
+from tml.projects.home.recap.data.splits import check_widths, part_file_name, split_count, split_rows, write_split
 
 # segdense names of the three feature blocks, and the batch feature each is renamed to
 BLOCKS = {"numeric": ("numeric_values", "continuous"), "binary": ("binary_values", "binary"),
@@ -45,8 +47,13 @@ BLOCKS = {"numeric": ("numeric_values", "continuous"), "binary": ("binary_values
 EMBEDDING_DIM = 8
 
 
-class TableError(ValueError):
-    """Input the command cannot convert; the message names the column or file."""
+COMMAND = "tml.projects.home.recap.data.from_table"
+TOP_FILES = ("segdense.json", "config.yaml", "stats.json")
+
+
+class TableError(CommandError):
+    """Input the command cannot convert, or an output folder it must not write to; the message
+    names the column, file or folder."""
 
 
 def _names(text: Optional[str]) -> list[str]:
@@ -232,6 +239,18 @@ def _rates(labels: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, float]:
     return {name: float(values[rows].mean()) if len(rows) else float("nan") for name, values in labels.items()}
 
 
+def _claim_output(output_dir: str, files_per_split: dict[str, int], overwrite: bool) -> None:
+    """Refuse (before writing anything) to mix with or delete what this command did not write:
+    the split folders are claimed with a manifest, the top-level files replaced only with --overwrite."""
+    existing = [name for name in TOP_FILES if os.path.exists(os.path.join(output_dir, name))]
+    if existing and not overwrite:
+        raise TableError(f"{output_dir} already holds {existing}; pass --overwrite to replace this command's "
+                         f"earlier output, or choose another --output_dir")
+    for split, count in files_per_split.items():
+        claim_output_dir(os.path.join(output_dir, split), [part_file_name(i) for i in range(count)],
+                         COMMAND, overwrite)
+
+
 def from_table(args: argparse.Namespace) -> dict[str, Any]:
     if not args.labels:
         raise TableError("--labels names no column; give at least one 0/1 label column")
@@ -267,14 +286,16 @@ def from_table(args: argparse.Namespace) -> dict[str, Any]:
     train_rows = rng.permutation(train_rows)  # the reader shuffles only within a buffer
 
     output_dir = os.path.abspath(args.output_dir)
-    os.makedirs(output_dir, exist_ok=True)
     document = segdense_document(columns, blocks)
     schema = parse_segdense_schema(document, "from_table")
     check_widths(columns, schema)
+    splits = {"train": (train_rows, args.num_train_files), "validation": (validation_rows, 1)}
+    _claim_output(output_dir, {name: split_count(files, len(rows)) for name, (rows, files) in splits.items()},
+                  args.overwrite)
     with open(os.path.join(output_dir, "segdense.json"), "w") as stream:
         json.dump(document, stream, indent=2)
-    write_split(os.path.join(output_dir, "train"), columns, train_rows, args.num_train_files, schema)
-    write_split(os.path.join(output_dir, "validation"), columns, validation_rows, 1, schema)
+    for name, (rows, files) in splits.items():
+        write_split(os.path.join(output_dir, name), columns, rows, files, schema, remove_stale=False)
     neg_rate = args.neg_downsampling_rate if args.neg_downsampling_rate not in (None, 1.0) else None
     config = starter_config(output_dir, args, columns, len(train_rows), neg_rate)
     with open(os.path.join(output_dir, "config.yaml"), "w") as stream:
@@ -295,9 +316,9 @@ def from_table(args: argparse.Namespace) -> dict[str, Any]:
     return stats
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description="Convert a Parquet/CSV table into Heavy Ranker data, a segdense schema and a starter config."
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(
+        "Convert a Parquet/CSV table into Heavy Ranker data, a segdense schema and a starter config.", config="none"
     )
     parser.add_argument("--input", required=True, help="Parquet or CSV file, or a glob of them.")
     parser.add_argument("--output_dir", required=True, help="Where segdense.json, config.yaml, train/ and validation/ go.")
@@ -317,16 +338,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=256, help="global_batch_size of the starter config.")
     parser.add_argument("--epochs", type=float, default=3.0, help="Passes over the training split the starter config trains for.")
     parser.add_argument("--train_steps", type=int, default=None, help="Training steps instead of --epochs.")
-    return parser.parse_args(argv)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace this command's earlier output in --output_dir (nothing else is deleted).")
+    return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    try:
-        stats = from_table(args)
-    except TableError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    stats = from_table(args)
     output_dir = os.path.abspath(args.output_dir)
     print(json.dumps(stats, indent=2))
     print(f"wrote {output_dir}/segdense.json, config.yaml, train/ ({stats['train_rows']} rows), "
@@ -335,5 +353,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The command, in-process: returns its exit code."""
+    return call_command(build_parser(), run, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(build_parser(), run)

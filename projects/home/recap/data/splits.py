@@ -40,23 +40,35 @@ def split_rows(num_rows: int, validation_fraction: float, order: np.ndarray | No
     return order[:num_train], order[num_train:]
 
 
+def split_count(num_files: int, num_rows: int) -> int:
+    """Files a split of `num_rows` rows is written as: `num_files`, but no empty ones."""
+    return max(1, min(num_files, num_rows))
+
+
+def part_file_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
 def write_split(
     folder: str,
     columns: Mapping[str, np.ndarray],
     rows: np.ndarray,
     num_files: int,
     schema: Mapping[str, SegDenseFeature],
+    remove_stale: bool = True,
 ) -> list[str]:
     """`rows` of `columns`, in that order, as `num_files` files folder/part-00000.parquet, ...
 
-    Part files left in `folder` by an earlier run (more files than now) are removed, so the folder's
-    glob reads exactly this split; nothing else in it is touched."""
+    With `remove_stale`, part files left in `folder` by an earlier run (more files than now) are
+    removed, so the folder's glob reads exactly this split; nothing else in it is touched. (Callers
+    that claim the folder with `claim_output_dir` pass False: the claim already cleared it.)"""
     os.makedirs(folder, exist_ok=True)
-    for stale in Path(folder).glob(PART_PATTERN):
-        stale.unlink()
+    if remove_stale:
+        for stale in Path(folder).glob(PART_PATTERN):
+            stale.unlink()
     paths = []
-    for index, file_rows in enumerate(np.array_split(rows, max(1, min(num_files, len(rows))))):
-        path = os.path.join(folder, f"part-{index:05d}.parquet")
+    for index, file_rows in enumerate(np.array_split(rows, split_count(num_files, len(rows)))):
+        path = os.path.join(folder, part_file_name(index))
         with SegDenseParquetWriter(path, list(schema.values())) as writer:
             for start in range(0, len(file_rows), ROWS_PER_ROW_GROUP):
                 picked = file_rows[start: start + ROWS_PER_ROW_GROUP]

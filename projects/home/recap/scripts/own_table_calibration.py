@@ -57,7 +57,7 @@ def one_seed(work_dir: str, rows: int, seed: int, neg_rate: float, epochs: float
     _run("tml.projects.home.recap.data.from_table", "--input", table_path, "--output_dir", data_dir,
          "--labels", TASK, "--numeric", "price,age_days,noise", "--binary", "is_mobile", "--categorical", "country",
          "--id_columns", "user_id,item_id", "--neg_downsampling_rate", str(neg_rate), "--seed", str(seed),
-         "--epochs", str(epochs))
+         "--epochs", str(epochs), "--overwrite")
     config = os.path.join(data_dir, "config.yaml")
     save_dir = os.path.join(folder, "run")
     _run("tml.projects.home.recap.main", "--config_path", config, "--set", f"training.save_dir={save_dir}")

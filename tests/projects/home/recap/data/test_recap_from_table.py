@@ -108,7 +108,7 @@ def test_numeric_only_table_trains_evaluates_and_scores_by_its_own_ids(tmp_path)
 ])
 def test_bad_input_is_named(tmp_path, capsys, arguments, message):
     code, _ = _convert(tmp_path, *arguments)
-    assert code == 2
+    assert code == 1
     error = capsys.readouterr().err
     assert error.startswith("error: ") and pytest.importorskip("re").search(message, error), error
     assert not (tmp_path / "out" / "config.yaml").exists()
@@ -118,4 +118,16 @@ def test_command_line_error_has_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "tml.projects.home.recap.data.from_table", "--input",
                            str(tmp_path / "missing.parquet"), "--output_dir", str(tmp_path / "out"),
                            "--labels", "click", "--numeric", "x"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 2 and "no input file matches" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1 and "no input file matches" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_earlier_output_is_replaced_only_with_overwrite(tmp_path, capsys):
+    arguments = ["--labels", "click", "--numeric", "x", "--num_train_files", "3"]
+    assert _convert(tmp_path, *arguments)[0] == 0
+    assert _convert(tmp_path, *arguments)[0] == 1
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert _convert(tmp_path, *arguments[:-1], "1", "--overwrite")[0] == 0  # fewer files: none left over
+    assert sorted(p.name for p in (tmp_path / "out" / "train").glob("*.parquet")) == ["part-00000.parquet"]
+    (tmp_path / "out" / "train" / "mine.txt").write_text("not tml's")
+    assert _convert(tmp_path, *arguments, "--overwrite")[0] == 1
+    assert "did not generate there (mine.txt)" in capsys.readouterr().err
