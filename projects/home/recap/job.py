@@ -24,6 +24,7 @@ from tml.core.summary import tensorboard_command
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.config import JobMode, RecapConfig, run_seed
 from tml.projects.home.recap.data.dataset import RecapDataset
+from tml.projects.home.recap.data.remote import RemoteRecapDataset
 from tml.projects.home.recap.metrics import build_metrics_factory, format_results
 from tml.projects.home.recap.model.entrypoint import create_ranking_model
 from tml.projects.home.recap.model.model_and_loss import build_recap_loss
@@ -76,7 +77,10 @@ def _sparse_feature_names(config: RecapConfig) -> Optional[list[str]]:
 def build_datasets(config: RecapConfig) -> tuple[RecapDataset, dict[str, RecapDataset]]:
     sparse = _sparse_feature_names(config)
     train_data = config.train_data.model_copy(update={"seed": run_seed(config)})
-    train = RecapDataset(train_data, mode=JobMode.TRAIN, repeat=True, sparse_feature_names=sparse)
+    if train_data.remote_readers:
+        train = RemoteRecapDataset(train_data)  # ready batches from reader processes over Arrow Flight
+    else:
+        train = RecapDataset(train_data, mode=JobMode.TRAIN, repeat=True, sparse_feature_names=sparse)
     # Without repeat each evaluation starts a new pass, so every evaluation reads the same batches.
     validation = {
         name: RecapDataset(data_config, mode=JobMode.EVALUATE, repeat=False, sparse_feature_names=sparse)

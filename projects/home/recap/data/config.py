@@ -215,6 +215,11 @@ class RecapDataConfig(DatasetConfig):
     evaluation_tasks: List[str] = Field([], description="Tasks metrics are computed for; each must be in tasks.")
     preprocess: Optional[Preprocess] = Field(None, description="Preprocessing at train/eval; never at inference.")
     sampler: Optional[Sampler] = Field(None, description="Deprecated, ignored.")
+    remote_readers: Optional[List[str]] = Field(
+        None,
+        description="host:port of reader processes (tml.projects.home.recap.data.flight_reader) serving "
+        "this dataset's ready batches over Arrow Flight; read round-robin instead of the files. train_data only.",
+    )
 
     @pydantic.model_validator(mode="after")
     def _validate_evaluation_tasks(self) -> "RecapDataConfig":

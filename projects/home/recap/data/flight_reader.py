@@ -1,0 +1,81 @@
+"""A reader process: serve a dataset config's ready batches to trainers over Arrow Flight.
+
+    python -m tml.projects.home.recap.data.flight_reader --config_path FILE [--set key=value ...] \\
+        [--section train_data] [--host 0.0.0.0] [--port 2222] [--trainer_world_size N]
+
+It reads `--section` (default `train_data`; or `validation_data.<name>`) of a Heavy Ranker config
+with RecapDataset (files, decoding, preprocessing, shuffling, batching; repeating forever for
+train_data) and serves each batch once, as an Arrow record batch, to whichever trainer asks next.
+Batches have global_batch_size / --trainer_world_size rows (one trainer rank's share). Trainers
+name the readers in `train_data.remote_readers: [host:port, ...]`. Several readers should read
+different files (give each its own `inputs`) or different seeds, or they serve the same rows.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from tml.core.config import ConfigError, add_config_arguments, load_config_from_args
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Serve a Heavy Ranker dataset's batches over Arrow Flight.")
+    add_config_arguments(parser)
+    parser.add_argument("--section", default="train_data", help="train_data or validation_data.<name>.")
+    parser.add_argument("--host", default="0.0.0.0", help="Address to listen on (127.0.0.1: this machine only).")
+    parser.add_argument("--port", type=int, default=2222, help="Port; 0 picks a free one (printed).")
+    parser.add_argument("--trainer_world_size", type=int, default=1, help="Processes of the training job.")
+    return parser.parse_args(argv)
+
+
+def _section(config, section: str):
+    if section == "train_data":
+        return config.train_data, True
+    prefix = "validation_data."
+    name = section[len(prefix):] if section.startswith(prefix) else None
+    if name is None or name not in config.validation_data:
+        raise ConfigError(
+            f"--section {section!r}: expected train_data or validation_data.<name> with a name among "
+            f"{list(config.validation_data)}"
+        )
+    return config.validation_data[name], False
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from tml.common.batch_arrow import batch_to_arrow
+    from tml.common.flight import BatchServer
+    from tml.ml_logging.torch_logging import logging
+    from tml.projects.home.recap.config import JobMode, RecapConfig
+    from tml.projects.home.recap.data.dataset import RecapDataset, per_rank_batch_size
+
+    args = parse_args(argv)
+    config = load_config_from_args(RecapConfig, args)
+    data_config, is_train = _section(config, args.section)
+    rank_batch = per_rank_batch_size(data_config.global_batch_size, args.trainer_world_size)
+    data_config = data_config.model_copy(update={"global_batch_size": rank_batch, "remote_readers": None})
+    large = config.model.large_embeddings
+    dataset = RecapDataset(
+        data_config,
+        mode=JobMode.TRAIN if is_train else JobMode.EVALUATE,
+        repeat=is_train,
+        sparse_feature_names=[table.name for table in large.tables] if large is not None else None,
+        rank=0,
+        world_size=1,
+    )
+    server = BatchServer((batch_to_arrow(batch) for batch in dataset), host=args.host, port=args.port)
+    logging.info(f"serving {args.section} of {args.config_path} in batches of {rank_batch} rows on "
+                 f"grpc://{args.host}:{server.port}")
+    print(f"READER_PORT={server.port}", flush=True)
+    server.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
