@@ -13,23 +13,23 @@ different files (give each its own `inputs`) or different seeds, or they serve t
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Optional, Sequence
 
-from tml.core.config import ConfigError, add_config_arguments, load_config_from_args
+from tml.common.entry_point import call_command, command_parser, load_command_config, run_command
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Serve a Heavy Ranker dataset's batches over Arrow Flight.")
-    add_config_arguments(parser)
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser("Serve a Heavy Ranker dataset's ready batches over Arrow Flight.")
     parser.add_argument("--section", default="train_data", help="train_data or validation_data.<name>.")
     parser.add_argument("--host", default="0.0.0.0", help="Address to listen on (127.0.0.1: this machine only).")
     parser.add_argument("--port", type=int, default=2222, help="Port; 0 picks a free one (printed).")
     parser.add_argument("--trainer_world_size", type=int, default=1, help="Processes of the training job.")
-    return parser.parse_args(argv)
+    return parser
 
 
 def _section(config, section: str):
+    from tml.core.config import ConfigError
+
     if section == "train_data":
         return config.train_data, True
     prefix = "validation_data."
@@ -42,15 +42,14 @@ def _section(config, section: str):
     return config.validation_data[name], False
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def serve(args: argparse.Namespace) -> int:
     from tml.common.batch_arrow import batch_to_arrow
     from tml.common.flight import BatchServer
     from tml.ml_logging.torch_logging import logging
     from tml.projects.home.recap.config import JobMode, RecapConfig
     from tml.projects.home.recap.data.dataset import RecapDataset, per_rank_batch_size
 
-    args = parse_args(argv)
-    config = load_config_from_args(RecapConfig, args)
+    config = load_command_config(RecapConfig, args)
     data_config, is_train = _section(config, args.section)
     rank_batch = per_rank_batch_size(data_config.global_batch_size, args.trainer_world_size)
     data_config = data_config.model_copy(update={"global_batch_size": rank_batch, "remote_readers": None})
@@ -71,11 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), serve, argv)
+
+
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run_command(build_parser(), serve)
