@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import sys
 import time
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
@@ -99,7 +100,7 @@ def evaluate(
     progress = tqdm(
         total=num_eval_steps if num_eval_steps >= 0 else None,
         desc=description,
-        disable=not is_chief(),
+        disable=not is_chief() or not sys.stderr.isatty(),  # a bar in a log file is noise
         leave=False,
         dynamic_ncols=True,
     )

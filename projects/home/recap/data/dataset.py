@@ -68,7 +68,7 @@ class RecapDataset(torch.utils.data.IterableDataset):
         self._world_size = device.get_world_size() if world_size is None else world_size
         if dataset_service is not None or data_config.data_service_dispatcher is not None:
             logging.warning("the tf.data service is not used: every rank reads its own share of the files")
-        logging.info(f"labels: {list(data_config.tasks)}")
+        logging.debug(f"labels: {list(data_config.tasks)}")  # the same list for every data set: once at INFO is enough (job.py)
 
         self.plan = plan_features(data_config, with_labels=self._mode != INFERENCE)
         self.files = list_input_files(data_config)

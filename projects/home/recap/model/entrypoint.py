@@ -286,8 +286,11 @@ def create_ranking_model(
     for name, child in model.named_children():
         if name != "large_embeddings":
             child.to(device)
-    logging.info("Ranking model:\n%s", model)
-    logging.info("Ranking model: %d parameters, input width %d", count_parameters(model), model.input_dims)
+    logging.debug("Ranking model:\n%s", model)  # the full module tree (TML_LOG_LEVEL=debug)
+    parts = ", ".join(
+        f"{name} {count_parameters(child):,}" for name, child in model.named_children() if count_parameters(child)
+    )
+    logging.info(f"Ranking model: {count_parameters(model):,} parameters ({parts}); input width {model.input_dims}")
     if loss_fn is None:
         return model
 

@@ -2,12 +2,14 @@
 # The Heavy Ranker's local job: make random data if there is none, train, evaluate every validation
 # set, and print where the checkpoints and TensorBoard logs are.
 #
-#   run_local.sh [--debug_loop] [--set key=value ...]      (arguments go to the entry point)
+#   run_local.sh [--new] [--debug_loop] [--set key=value ...]   (arguments but --new go to the entry point)
 #
 # Config: config/local.yaml (or $CONFIG). Data: the folder of its train_data.inputs glob
-# ($HOME/tmp/tml/recap_local/data for local.yaml). Each run writes to a new folder
-# $HOME/tmp/tml/recap_local/runs/<date-time> (override: --set training.save_dir=DIR, which also
-# resumes a run in DIR). NPROC=N runs N processes under torchrun; OMP_NUM_THREADS defaults to 1.
+# (~/tmp/tml/recap_local/data for local.yaml; ~/tmp/tml is $TML_OUTPUT's default). Runs go to
+# ~/tmp/tml/recap_local/runs/<date-time>: the latest run that has not reached
+# training.num_train_steps is resumed (the script says which), otherwise, or with --new, a new
+# folder is made. --save_dir DIR picks the folder yourself (and resumes a run in DIR).
+# NPROC=N runs N processes under torchrun; OMP_NUM_THREADS defaults to 1.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,10 +41,47 @@ if ! compgen -G "$DATA_GLOB" > /dev/null; then
     fi
 fi
 
-RUN_DIR="$HOME/tmp/tml/recap_local/runs/$(date +%Y%m%d-%H%M%S)"
-ENTRY_POINT=(-m tml.projects.home.recap.main --config_path "$CONFIG" --set "training.save_dir=$RUN_DIR")
+RUNS_DIR="${TML_OUTPUT:-$HOME/tmp/tml}/recap_local/runs"
+NEW_RUN=0
+ARGS=()
+for arg in "$@"; do
+    case "$arg" in
+        --new) NEW_RUN=1 ;;
+        --save_dir|--save_dir=*) NEW_RUN=2; ARGS+=("$arg") ;;
+        *) ARGS+=("$arg") ;;
+    esac
+done
+
+SAVE_DIR_ARGS=()
+if [[ "$NEW_RUN" -ne 2 ]]; then
+    RUN_DIR=""
+    if [[ "$NEW_RUN" -eq 0 ]]; then
+        # The newest run folder whose newest checkpoint is short of training.num_train_steps.
+        RUN_DIR="$("$PYTHON" -c '
+import os, sys, yaml
+config_path, runs_dir = sys.argv[1], sys.argv[2]
+with open(config_path) as stream:
+    steps = int(((yaml.safe_load(stream) or {}).get("training") or {}).get("num_train_steps", 1_000_000))
+runs = sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
+for name in reversed(runs):
+    run = os.path.join(runs_dir, name)
+    checkpoints = [int(entry) for entry in os.listdir(run) if entry.isdigit()]
+    if max(checkpoints, default=0) < steps:
+        print(run)
+        break
+' "$CONFIG" "$RUNS_DIR")"
+    fi
+    if [[ -n "$RUN_DIR" ]]; then
+        echo "Resuming the unfinished run in $RUN_DIR (run_local.sh --new starts another)."
+    else
+        RUN_DIR="$RUNS_DIR/$(date +%Y%m%d-%H%M%S)"
+        echo "Starting a new run in $RUN_DIR."
+    fi
+    SAVE_DIR_ARGS=(--save_dir "$RUN_DIR")
+fi
+ENTRY_POINT=(-m tml.projects.home.recap.main --config_path "$CONFIG" "${SAVE_DIR_ARGS[@]}")
 if [[ "$NPROC" -gt 1 ]]; then
-    "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" "${ENTRY_POINT[@]}" "$@"
+    "$PYTHON" -m tml.common.launch --standalone --nproc_per_node "$NPROC" "${ENTRY_POINT[@]}" "${ARGS[@]}"
 else
-    "$PYTHON" "${ENTRY_POINT[@]}" "$@"
+    "$PYTHON" "${ENTRY_POINT[@]}" "${ARGS[@]}"
 fi
