@@ -25,6 +25,8 @@ from torchrec.distributed.train_pipeline.gradient_accumulation import (
     GradientAccumulationWrapper,
 )
 
+from tml.core.finite_guard import FiniteLossGuard
+
 
 def autocast_context(device: torch.device, enable_amp: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast: no loss scaling needed (bf16 keeps fp32's exponent range), on CPU and GPU."""
@@ -34,13 +36,19 @@ def autocast_context(device: torch.device, enable_amp: bool) -> contextlib.Abstr
 
 
 def _scaled_forward(
-    model: torch.nn.Module, device: torch.device, enable_amp: bool, accumulation_steps: int
+    model: torch.nn.Module,
+    device: torch.device,
+    enable_amp: bool,
+    accumulation_steps: int,
+    loss_guard: Optional[FiniteLossGuard] = None,
 ) -> Callable[[Any], tuple[torch.Tensor, Any]]:
     def forward(batch: Any) -> tuple[torch.Tensor, Any]:
         with autocast_context(device, enable_amp):
             loss, outputs = model(batch)
         if isinstance(outputs, dict):
             outputs = {**outputs, "loss": loss.detach()}
+        if loss_guard is not None and model.training:  # before the backward, which updates fused tables
+            loss = loss_guard.guard(loss, batch)
         # Accumulated gradients must average, not sum, the micro-batches; the loss that is
         # reported stays unscaled (it is put in `outputs` above).
         return (loss / accumulation_steps if accumulation_steps > 1 else loss), outputs
@@ -78,12 +86,15 @@ class TrainStepRunner:
         device: torch.device,
         enable_amp: bool = False,
         gradient_accumulation: Optional[int] = None,
+        loss_guard: Optional[FiniteLossGuard] = None,
     ) -> None:
+        """`loss_guard` checks every micro-batch's loss before its backward (see core.finite_guard)."""
+        self.loss_guard = loss_guard
         self.accumulation_steps = int(gradient_accumulation or 1)
         if self.accumulation_steps < 1:
             raise ValueError(f"gradient_accumulation must be >= 1, got {gradient_accumulation}")
         self.model = model
-        forward = _scaled_forward(model, device, enable_amp, self.accumulation_steps)
+        forward = _scaled_forward(model, device, enable_amp, self.accumulation_steps, loss_guard)
         self._wrapper: Optional[_ForwardWithAmpAndScaling] = None
         pipeline: Any
         if _overlaps_anything(device):
@@ -113,6 +124,8 @@ class TrainStepRunner:
             self.model.train()
         if self._wrapper is not None and not self._wrapper.training:
             self._wrapper.train()
+        if self.loss_guard is not None:
+            self.loss_guard.skipped_in_step = False
         outputs = []
         for _ in range(self.accumulation_steps):
             runner = self._accumulator if self._accumulator is not None else self.pipeline

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Optional
 
 import pydantic
-from pydantic import PositiveFloat, PositiveInt
+from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from tml.common.wandb import WandbConfig
 from tml.core.config.base_config import BaseConfig
@@ -59,3 +59,8 @@ class TrainingConfig(BaseConfig):
         None, ge=1, description="Accumulate gradients over this many batches per optimizer step; None = 1."
     )
     num_epochs: PositiveInt = pydantic.Field(1, description="Passes over the training data.")
+    max_skipped_nonfinite_steps: NonNegativeInt = pydantic.Field(
+        0,
+        description="Steps whose loss is NaN/inf that are skipped (no update) before the run stops; "
+        "0 stops at the first one, naming the step and the likely cause.",
+    )

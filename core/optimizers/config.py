@@ -5,11 +5,16 @@ optimizer that torchrec fuses into the embedding kernel (FBGEMM TBE) once a tabl
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Annotated, List, Optional, Tuple
 
 from pydantic import Field, PositiveInt, model_validator
 
 from tml.core.config import BaseConfig
+
+# An optimizer's lr must train: finite and > 0 (a negative one climbs the loss, inf diverges at
+# once). Schedule values may be 0 (a warm-up's start, a frozen tower or table) but never negative.
+LearningRateValue = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+LearningRateOrZero = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class PiecewiseConstant(BaseConfig):
@@ -18,7 +23,7 @@ class PiecewiseConstant(BaseConfig):
     learning_rate_boundaries: List[int] = Field(
         description="Steps at which the next value starts; strictly increasing."
     )
-    learning_rate_values: List[float] = Field(
+    learning_rate_values: List[LearningRateOrZero] = Field(
         description="One more value than boundaries: the first applies before the first boundary."
     )
 
@@ -40,15 +45,15 @@ class PiecewiseConstant(BaseConfig):
 class LinearRampToConstant(BaseConfig):
     """Ramp from 0 at step 0 to `learning_rate` at `num_ramp_steps`, then stay there."""
 
-    learning_rate: float
+    learning_rate: LearningRateValue
     num_ramp_steps: PositiveInt = Field(description="Steps to go from 0 to learning_rate.")
 
 
 class LinearRampToCosine(BaseConfig):
     """Linear warm-up to `learning_rate`, cosine decay to `final_learning_rate` at `final_num_steps`."""
 
-    learning_rate: float = Field(description="Peak learning rate, reached at num_ramp_steps.")
-    final_learning_rate: float = Field(description="Learning rate at and after final_num_steps.")
+    learning_rate: LearningRateValue = Field(description="Peak learning rate, reached at num_ramp_steps.")
+    final_learning_rate: LearningRateOrZero = Field(description="Learning rate at and after final_num_steps.")
     num_ramp_steps: PositiveInt = Field(description="Steps of linear warm-up from 0.")
     final_num_steps: PositiveInt = Field(description="Step at which the cosine decay ends.")
 
@@ -65,7 +70,7 @@ class LinearRampToCosine(BaseConfig):
 class LearningRate(BaseConfig):
     """A learning rate as a function of the training step: exactly one schedule is set."""
 
-    constant: Optional[float] = Field(None, json_schema_extra={"one_of": "lr"})
+    constant: Optional[LearningRateOrZero] = Field(None, json_schema_extra={"one_of": "lr"})
     linear_ramp_to_cosine: Optional[LinearRampToCosine] = Field(None, json_schema_extra={"one_of": "lr"})
     linear_ramp_to_constant: Optional[LinearRampToConstant] = Field(
         None, json_schema_extra={"one_of": "lr"}
@@ -76,7 +81,7 @@ class LearningRate(BaseConfig):
 class OptimizerAlgorithmConfig(BaseConfig):
     """Base of the algorithm configs; `lr` is the initial rate, which a schedule then overrides."""
 
-    lr: float
+    lr: LearningRateValue
 
 
 class AdamConfig(OptimizerAlgorithmConfig):

@@ -155,12 +155,17 @@ def _rank_side(
         query_pos, removed = torch.from_numpy(query_pos), torch.from_numpy(removed)
         higher = torch.zeros(len(rows), dtype=torch.float64)
         equal = torch.zeros(len(rows), dtype=torch.float64)
+        # A NaN score ranks last: a NaN true score below every candidate (comparisons with NaN are
+        # all False, which would rank it first), a NaN candidate below the true score.
+        true_is_nan = torch.isnan(true_scores)
         for start in range(0, candidates.shape[0], entity_chunk_size):
             chunk = candidates[start : start + entity_chunk_size].double()
             scores = query @ chunk.T + bias.unsqueeze(1)
+            kept = torch.ones_like(scores, dtype=torch.bool)
             inside = (removed >= start) & (removed < start + chunk.shape[0])
-            scores[query_pos[inside], removed[inside] - start] = float("-inf")
-            higher += (scores > true_scores.unsqueeze(1)).sum(1)
+            kept[query_pos[inside], removed[inside] - start] = False
+            scores = torch.where(kept & ~torch.isnan(scores), scores, float("-inf"))
+            higher += torch.where(true_is_nan, kept.sum(1), (scores > true_scores.unsqueeze(1)).sum(1))
             equal += (scores == true_scores.unsqueeze(1)).sum(1)
         ranks[rows] = (1.0 + higher + 0.5 * equal).numpy()
     return ranks

@@ -80,10 +80,10 @@ def test_tables_are_built_on_the_meta_device_by_default_with_their_data_type():
 
 
 def test_pooled_embeddings_sum_each_feature_and_pass_the_surgery_cut_point():
-    embeddings = LargeEmbeddings(_config(("a", 3, 2, "fp32"), ("b", 2, 1, "fp32")), device="cpu")
+    embeddings = LargeEmbeddings(_config(("a", 3, 4, "fp32"), ("b", 2, 4, "fp32")), device="cpu")
     with torch.no_grad():
-        embeddings.ebc.embedding_bags["a"].weight.copy_(torch.tensor([[1.0, 2.0], [10.0, 20.0], [100.0, 200.0]]))
-        embeddings.ebc.embedding_bags["b"].weight.copy_(torch.tensor([[3.0], [5.0]]))
+        embeddings.ebc.embedding_bags["a"].weight.copy_(torch.tensor([[1.0, 2.0], [10.0, 20.0], [100.0, 200.0]]).repeat(1, 2))
+        embeddings.ebc.embedding_bags["b"].weight.copy_(torch.tensor([[3.0], [5.0]]).repeat(1, 4))
     seen = []
     embeddings.surgery_cut_point.register_forward_hook(lambda module, inputs, output: seen.append(output.keys()))
     # Example 0: a = {0, 2}, b = {1}; example 1: a = {}, b = {0, 1, 1}.
@@ -91,7 +91,7 @@ def test_pooled_embeddings_sum_each_feature_and_pass_the_surgery_cut_point():
         keys=["a", "b"], values=torch.tensor([0, 2, 1, 0, 1, 1]), lengths=torch.tensor([2, 0, 1, 3])
     )
     pooled = embeddings.pooled_embeddings(features)
-    assert pooled.tolist() == [[101.0, 202.0, 5.0], [0.0, 0.0, 13.0]]
+    assert pooled.tolist() == [[101.0, 202.0, 101.0, 202.0] + [5.0] * 4, [0.0] * 4 + [13.0] * 4]
     assert seen == [["a", "b"]]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from typing import List, Optional
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from tml.core.config import BaseConfig
 from tml.core.optimizers.config import EmbeddingOptimizerConfig
@@ -38,6 +38,16 @@ class EmbeddingBagConfig(BaseConfig):
         description="Optimizer fused into the embedding kernel (SGD, Adagrad or row-wise Adagrad)."
     )
     data_type: DataType = Field(description="Storage type of the weights.")
+
+    @field_validator("embedding_dim")
+    @classmethod
+    def _fits_fused_kernel(cls, dim: int) -> int:
+        if dim % 4:
+            raise ValueError(
+                f"embedding_dim must be a multiple of 4 (FBGEMM's fused embedding kernels need it), got {dim}; "
+                f"use {dim - dim % 4 or 4} or {dim + 4 - dim % 4}."
+            )
+        return dim
 
 
 class LargeEmbeddingsConfig(BaseConfig):

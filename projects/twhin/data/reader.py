@@ -169,6 +169,24 @@ def _integer_column(table: pa.Table, column: str, path: str) -> np.ndarray:
     return array.to_numpy().astype(np.int64, copy=False)
 
 
+def _weight_column(table: pa.Table, column: str, row_range: RowRange) -> np.ndarray:
+    """Edge weights scale the loss: NaN poisons training, a negative weight rewards a wrong score."""
+    array = table.column(column)
+    if not (pa.types.is_floating(array.type) or pa.types.is_integer(array.type)):
+        raise ValueError(f"{row_range.path}: column '{column}' has type {array.type}; edge weights must be numbers.")
+    if array.null_count:
+        raise ValueError(f"{row_range.path}: column '{column}' has {array.null_count} null value(s).")
+    weights = array.to_numpy().astype(np.float32)
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{row_range.path}: column '{column}' has value {weights[first]} at row {row_range.start + first}; "
+            f"edge weights must be finite and >= 0 ({int(bad.sum())} bad row(s) in the rows read)."
+        )
+    return weights
+
+
 def _fail_first(bad: np.ndarray, values: np.ndarray, row_range: RowRange, column: str, message: str) -> None:
     first = int(np.flatnonzero(bad)[0])
     raise ValueError(
@@ -213,7 +231,7 @@ def read_row_range(row_range: RowRange, schema: GraphSchema, columns: ColumnName
         rel=_integer_column(table, columns.rel, row_range.path),
         rhs=_integer_column(table, columns.rhs, row_range.path),
         weight=(
-            table.column(columns.weight).to_numpy().astype(np.float32)
+            _weight_column(table, columns.weight, row_range)
             if has_weight
             else np.ones(table.num_rows, dtype=np.float32)
         ),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
 from tml.core.config import BaseConfig
-from tml.core.optimizers.config import LearningRate
+from tml.core.optimizers.config import LearningRate, LearningRateValue
 
 
 class EmbeddingSnapshot(BaseConfig):
@@ -30,6 +30,16 @@ class EmbeddingBagConfig(BaseConfig):
         None, description="Directory of parquet files mapping entity ids to row indices."
     )
 
+    @field_validator("embedding_dim")
+    @classmethod
+    def _fits_fused_kernel(cls, dim: int) -> int:
+        if dim % 4:
+            raise ValueError(
+                f"embedding_dim must be a multiple of 4 (FBGEMM's fused embedding kernels need it), got {dim}; "
+                f"use {dim - dim % 4 or 4} or {dim + 4 - dim % 4}."
+            )
+        return dim
+
 
 class EmbeddingOptimizerConfig(BaseConfig):
     """SGD for the large tables, fused into the backward pass when the tables are sharded."""
@@ -37,7 +47,7 @@ class EmbeddingOptimizerConfig(BaseConfig):
     learning_rate: Optional[LearningRate] = Field(
         None, description="Schedule of the embedding LR; None keeps init_learning_rate constant."
     )
-    init_learning_rate: float = Field(..., description="LR the fused optimizer is created with.")
+    init_learning_rate: LearningRateValue = Field(..., description="LR the fused optimizer is created with.")
 
 
 class LargeEmbeddingsConfig(BaseConfig):
