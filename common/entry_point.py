@@ -195,20 +195,12 @@ def configure_runtime(runtime: "RuntimeConfig", device: "torch.device") -> None:
 
 
 def clear_save_dir(save_dir: str) -> None:
-    """`--overwrite_save_dir`: the chief deletes `save_dir`; every rank waits for it."""
-    import torch.distributed as dist
+    """`--overwrite_save_dir`: delete the earlier run's checkpoints and logs, only in a directory tml
+    made and holding nothing else, and never under a live run (its lock is taken meanwhile); every
+    rank calls it. See common.checkpointing.save_dir."""
+    from tml.common.checkpointing.save_dir import open_save_dir
 
-    from tml.common import device as device_lib
-    from tml.common.filesystem import infer_fs
-    from tml.ml_logging.torch_logging import logging
-
-    if device_lib.is_chief():
-        filesystem = infer_fs(save_dir)
-        if filesystem.exists(save_dir):
-            logging.info(f"--overwrite_save_dir: deleting {save_dir}")
-            filesystem.rm(save_dir, recursive=True)
-    if dist.is_initialized():
-        dist.barrier()
+    open_save_dir(save_dir, overwrite=True).release()
 
 
 @contextlib.contextmanager
@@ -238,8 +230,11 @@ def training_session(config: Any, overwrite_save_dir: bool = False) -> Iterator[
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Errors whose message is the whole story: no traceback. Imported lazily (pydantic is slow)."""
     from tml.core.config import ConfigError
+    from tml.core.errors import TmlError
 
-    return (ConfigError, CommandError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+    return (
+        ConfigError, CommandError, TmlError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError
+    )
 
 
 def _exit_code_of(error: BaseException) -> int:

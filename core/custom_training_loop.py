@@ -20,8 +20,17 @@ import torchmetrics
 from tqdm import tqdm
 
 from tml.common.checkpointing import CheckpointManager, TrainState, checkpoints_iterator, mark_done_eval
+from tml.common.checkpointing.save_dir import open_save_dir
 from tml.common.device import get_rank, get_world_size, is_chief
 from tml.common.entry_point import TrainingProgress, report_training_progress
+from tml.core.errors import TmlError
+from tml.core.finite_guard import (
+    FiniteLossGuard,
+    NonFiniteLossError,
+    check_finite_state,
+    nonfinite_parameters,
+    suspicious_learning_rates,
+)
 from tml.core.losses import get_global_loss_detached
 from tml.core.optimizers.optimizer import param_group_names
 from tml.core.summary import SummaryLogger, format_scalars, tensorboard_dir
@@ -161,10 +170,38 @@ def average_buffers_across_ranks(model: torch.nn.Module) -> None:
         offset += count
 
 
-def _summary_logger_factory(save_dir: str) -> Callable[[str], SummaryLogger]:
-    """TensorBoard runs (`train`, `eval_<set>`) under the save_dir's log folder."""
-    log_dir = tensorboard_dir(save_dir)
-    return lambda run: SummaryLogger(log_dir, run)
+class _KeptOpen:
+    """A shared logger handed out to a caller that closes what it gets: its close does nothing."""
+
+    def __init__(self, logger: SummaryLogger) -> None:
+        self._logger = logger
+
+    def log(self, values: Mapping[str, float], step: int) -> None:
+        self._logger.log(values, step)
+
+    def close(self) -> None:
+        pass
+
+
+class RunLoggers:
+    """TensorBoard runs (`train`, `eval_<set>`) under the save_dir's log folder, one writer (one
+    event file) per run for the whole training. With `purge_step` (a resumed run's first step),
+    each writer first hides the earlier run's events from that step on, which are trained again."""
+
+    def __init__(self, save_dir: str, purge_step: Optional[int] = None) -> None:
+        self.log_dir = tensorboard_dir(save_dir)
+        self.purge_step = purge_step
+        self._loggers: dict[str, SummaryLogger] = {}
+
+    def __call__(self, run: str) -> SummaryLogger:
+        if run not in self._loggers:
+            self._loggers[run] = SummaryLogger(self.log_dir, run, purge_step=self.purge_step)
+        return _KeptOpen(self._loggers[run])  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for logger in self._loggers.values():
+            logger.close()
+        self._loggers.clear()
 
 
 def _skip_batches(iterator: Iterator[Any], count: int) -> Iterator[Any]:
@@ -196,7 +233,33 @@ def _mean_loss(outputs: list[Any]) -> torch.Tensor:
     losses = [output["loss"].detach().float() for output in outputs if isinstance(output, Mapping) and "loss" in output]
     if not losses:
         raise ValueError("the model's outputs must be a dict; the loop adds the step's loss to it as 'loss'")
-    return torch.stack(losses).mean().cpu()
+    finite = [loss for loss in losses if bool(torch.isfinite(loss).all())]  # skipped micro-batches aside
+    return torch.stack(finite or losses).mean().cpu()
+
+
+class TrainingDivergedError(TmlError):
+    """The loss became NaN/inf: the run stops before anything non-finite is checkpointed."""
+
+
+def _divergence_message(
+    step: int, error: NonFiniteLossError, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    latest_checkpoint: Optional[str], allowed_skips: int,
+) -> str:
+    causes = list(error.causes) + suspicious_learning_rates(optimizer)
+    causes += [f"parameter '{name}' holds NaN/inf" for name in nonfinite_parameters(model)]
+    lines = [f"training stopped at step {step}: the loss is not finite ({error})."]
+    if causes:
+        lines.append("likely cause: " + "; ".join(causes))
+    else:
+        lines.append(
+            "no input, parameter or learning rate is NaN/inf on this rank: the loss overflowed "
+            "(learning rate too high, exploding gradients) or another rank's data is bad"
+        )
+    kept = f"latest checkpoint {latest_checkpoint} is unchanged" if latest_checkpoint else "no checkpoint was written"
+    lines.append(
+        f"{kept}; training.max_skipped_nonfinite_steps (now {allowed_skips}) lets a run skip such steps."
+    )
+    return "\n".join(lines)
 
 
 def training_config_arguments(training: Any) -> dict[str, Any]:
@@ -210,6 +273,7 @@ def training_config_arguments(training: Any) -> dict[str, Any]:
         gradient_accumulation=training.gradient_accumulation,
         checkpoint_max_to_keep=training.checkpoint_max_to_keep,
         async_checkpointing=training.async_checkpointing,
+        max_skipped_nonfinite_steps=getattr(training, "max_skipped_nonfinite_steps", 0),
     )
 
 
@@ -235,96 +299,127 @@ def train(
     checkpoint_max_to_keep: Optional[int] = None,
     evaluation: Optional[EvaluationPlan] = None,
     async_checkpointing: bool = False,
+    max_skipped_nonfinite_steps: int = 0,
+    overwrite_save_dir: bool = False,
 ) -> TrainResult:
     """Train for exactly `train_steps` optimizer steps, resuming from the newest checkpoint.
 
     `num_workers` is kept from the original's signature (extra data workers feeding this trainer);
-    it only scales the reported global examples/s.
+    it only scales the reported global examples/s. A NaN/inf loss stops the run with
+    TrainingDivergedError (naming the step and what is NaN) before its backward, unless
+    `max_skipped_nonfinite_steps` allows skipping it; a NaN/inf parameter is never checkpointed.
+    Rank 0 holds `save_dir`'s lock for the whole run; `overwrite_save_dir` first deletes what earlier
+    runs wrote there, only in a directory tml made (see common.checkpointing.save_dir).
     """
-    world_size = get_world_size()
-    runner = TrainStepRunner(model, optimizer, device, enable_amp, gradient_accumulation)
-    train_state = TrainState()
-    state: dict[str, Any] = {"model": model, "optimizer": optimizer, "train_state": train_state}
-    if scheduler is not None:
-        state["scheduler"] = scheduler
-    checkpoints = CheckpointManager(save_dir, max_to_keep=checkpoint_max_to_keep, async_save=async_checkpointing)
-    make_logger = logger_initializer or _summary_logger_factory(save_dir)
-    train_logger = make_logger("train")
-
-    latest = checkpoints.latest()
-    if latest is not None:
-        latest_step = checkpoints.step_of(latest)
-        if latest_step >= train_steps:
-            train_logger.close()
-            return _finished_run(latest, latest_step, train_steps, checkpoints, state, evaluation, device, enable_amp)
-        logging.info(f"resuming from {latest}")
-        checkpoints.restore(latest, state)
-    elif initial_checkpoint_dir:
-        logging.info(f"warm start from {initial_checkpoint_dir} (step stays 0)")
-        checkpoints.restore(initial_checkpoint_dir, {"model": model, "optimizer": optimizer})
-    start_step = train_state.step
-    runner.start_at(start_step)
-    batches = _skip_batches(iter(dataset), start_step * runner.accumulation_steps)
-
-    eval_results: dict[str, dict[str, float]] = {}
-    last_loss: Optional[float] = None
-    report_training_progress(lambda: TrainingProgress(train_state.step, train_steps, checkpoints.latest()))
-    window_start, window_steps = time.perf_counter(), 0
-    for step in range(start_step + 1, train_steps + 1):
-        step_start = time.perf_counter()
-        try:
-            outputs = runner.step(batches)
-        except StopIteration:
-            logging.warning(f"the training data ended after {step - 1} steps (asked for {train_steps})")
-            break
+    save_dir_lock = open_save_dir(save_dir, overwrite=overwrite_save_dir)
+    run_loggers = RunLoggers(save_dir)
+    try:
+        world_size = get_world_size()
+        loss_guard = FiniteLossGuard(max_skipped_nonfinite_steps)
+        runner = TrainStepRunner(model, optimizer, device, enable_amp, gradient_accumulation, loss_guard=loss_guard)
+        train_state = TrainState()
+        state: dict[str, Any] = {"model": model, "optimizer": optimizer, "train_state": train_state}
         if scheduler is not None:
-            scheduler.step()
-        if metrics is not None:
-            for output in outputs:
-                metrics.update(output)
-        train_state.step = step
-        train_state.walltime += time.perf_counter() - step_start
-        window_steps += 1
+            state["scheduler"] = scheduler
+        checkpoints = CheckpointManager(save_dir, max_to_keep=checkpoint_max_to_keep, async_save=async_checkpointing)
 
-        if step % logging_interval == 0 or step == train_steps:
-            loss = get_global_loss_detached(_mean_loss(outputs)).item()
-            last_loss = loss
-            elapsed = max(time.perf_counter() - window_start, 1e-9)
-            examples_per_s = window_steps * runner.accumulation_steps * worker_batch_size / elapsed
-            values = {
-                "loss": loss,
-                **_per_task_losses(outputs),
-                **_learning_rates(optimizer),
-                "steps_per_s": window_steps / elapsed,
-                "worker_examples_per_s": examples_per_s,
-                "global_examples_per_s": examples_per_s * world_size * (1 + num_workers),
-                "active_training_walltime": train_state.walltime,
-            }
+        latest = checkpoints.latest()
+        if latest is not None and checkpoints.step_of(latest) >= train_steps:
+            return _finished_run(
+                latest, checkpoints.step_of(latest), train_steps, checkpoints, state, evaluation, device, enable_amp
+            )
+        # Before the generators are restored: starting a torch DataLoader draws from the global RNG, and
+        # a draw after the restore would shift every later dropout mask against the uninterrupted run.
+        batches = iter(dataset)
+        if latest is not None:
+            logging.info(f"resuming from {latest}")
+            checkpoints.restore(latest, state)
+        elif initial_checkpoint_dir:
+            logging.info(f"warm start from {initial_checkpoint_dir} (step stays 0)")
+            checkpoints.restore(initial_checkpoint_dir, {"model": model, "optimizer": optimizer})
+        start_step = train_state.step
+        runner.start_at(start_step)
+        batches = _skip_batches(batches, start_step * runner.accumulation_steps)
+        run_loggers.purge_step = start_step + 1 if start_step else None
+        make_logger = logger_initializer or run_loggers
+        train_logger = make_logger("train")
+
+        eval_results: dict[str, dict[str, float]] = {}
+        last_loss: Optional[float] = None
+        report_training_progress(lambda: TrainingProgress(train_state.step, train_steps, checkpoints.latest()))
+        window_start, window_steps = time.perf_counter(), 0
+        for step in range(start_step + 1, train_steps + 1):
+            step_start = time.perf_counter()
+            try:
+                outputs = runner.step(batches)
+            except StopIteration:
+                logging.warning(f"the training data ended after {step - 1} steps (asked for {train_steps})")
+                break
+            except NonFiniteLossError as error:
+                checkpoints.wait()  # a save in flight holds the state of a finite step: publish it
+                train_logger.close()
+                message = _divergence_message(
+                    step, error, model, optimizer, checkpoints.latest(), max_skipped_nonfinite_steps
+                )
+                raise TrainingDivergedError(message) from None
+            if loss_guard.skipped_in_step:
+                logging.warning(
+                    f"step {step}: non-finite loss, step skipped ({loss_guard.skipped} of "
+                    f"{max_skipped_nonfinite_steps} allowed)"
+                )
+            if scheduler is not None:
+                scheduler.step()
             if metrics is not None:
-                values.update({f"metrics/{k}": v for k, v in _to_float_dict(metrics.compute()).items()})
-                metrics.reset()
-            if parameters_to_log or tables_to_log:
-                values.update(_weights_to_log(model, parameters_to_log, tables_to_log))
-            train_logger.log(values, step)
-            logging.info(f"step {step}/{train_steps} {format_scalars(values)}")
-            window_start, window_steps = time.perf_counter(), 0
+                for output in outputs:
+                    metrics.update(output)
+            train_state.step = step
+            train_state.walltime += time.perf_counter() - step_start
+            window_steps += 1
 
-        is_checkpoint_step = step % checkpoint_frequency == 0 or step == train_steps
-        is_eval_step = evaluation is not None and _is_eval_step(step, train_steps, checkpoint_frequency, evaluation)
-        if is_checkpoint_step or is_eval_step:
+            if step % logging_interval == 0 or step == train_steps:
+                loss = get_global_loss_detached(_mean_loss(outputs)).item()
+                last_loss = loss
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                examples_per_s = window_steps * runner.accumulation_steps * worker_batch_size / elapsed
+                values = {
+                    "loss": loss,
+                    **_per_task_losses(outputs),
+                    **_learning_rates(optimizer),
+                    "steps_per_s": window_steps / elapsed,
+                    "worker_examples_per_s": examples_per_s,
+                    "global_examples_per_s": examples_per_s * world_size * (1 + num_workers),
+                    "active_training_walltime": train_state.walltime,
+                }
+                if metrics is not None:
+                    values.update({f"metrics/{k}": v for k, v in _to_float_dict(metrics.compute()).items()})
+                    metrics.reset()
+                if parameters_to_log or tables_to_log:
+                    values.update(_weights_to_log(model, parameters_to_log, tables_to_log))
+                train_logger.log(values, step)
+                logging.info(f"step {step}/{train_steps} {format_scalars(values)}")
+                window_start, window_steps = time.perf_counter(), 0
+
+            is_checkpoint_step = step % checkpoint_frequency == 0 or step == train_steps
+            is_eval_step = evaluation is not None and _is_eval_step(step, train_steps, checkpoint_frequency, evaluation)
+            if is_checkpoint_step or is_eval_step:
+                average_buffers_across_ranks(model)
+            if is_checkpoint_step:
+                check_finite_state(model, step)
+                checkpoints.save(step, state)
+            if is_eval_step:
+                runner.detach()
+                eval_results = run_evaluations(model, evaluation, device, step, enable_amp, make_logger)
+        if train_state.step > start_step and train_state.step % checkpoint_frequency != 0 and train_state.step != train_steps:
             average_buffers_across_ranks(model)
-        if is_checkpoint_step:
-            checkpoints.save(step, state)
-        if is_eval_step:
-            runner.detach()
-            eval_results = run_evaluations(model, evaluation, device, step, enable_amp, make_logger)
-    if train_state.step > start_step and train_state.step % checkpoint_frequency != 0 and train_state.step != train_steps:
-        average_buffers_across_ranks(model)
-        checkpoints.save(train_state.step, state)  # the data ended early: keep what was trained
-    checkpoints.wait()  # the last checkpoint is published before train returns
-    runner.detach()  # callers may call the model directly again
-    train_logger.close()
-    return TrainResult(train_state.step - start_step, train_state.step, last_loss, eval_results)
+            check_finite_state(model, train_state.step)
+            checkpoints.save(train_state.step, state)  # the data ended early: keep what was trained
+        checkpoints.wait()  # the last checkpoint is published before train returns
+        runner.detach()  # callers may call the model directly again
+        train_logger.close()
+        return TrainResult(train_state.step - start_step, train_state.step, last_loss, eval_results)
+    finally:
+        run_loggers.close()
+        save_dir_lock.release()
 
 
 def _finished_run(
@@ -455,18 +550,21 @@ def only_evaluate(
     """
     from tml.common.checkpointing import is_done_eval, load_model_weights, step_from_checkpoint
 
-    make_logger = _summary_logger_factory(save_dir)
+    make_logger = RunLoggers(save_dir)
     all_results: dict[int, dict[str, dict[str, float]]] = {}
-    for checkpoint in checkpoints_iterator(save_dir, seconds_to_sleep=seconds_to_sleep, timeout=eval_timeout_in_s):
-        step = step_from_checkpoint(checkpoint)
-        pending = {name: ds for name, ds in eval_datasets.items() if not is_done_eval(checkpoint, name)}
-        if pending:
-            load_model_weights(model, checkpoint)
-            plan = EvaluationPlan(pending, eval_metrics_factory, num_eval_steps)
-            all_results[step] = run_evaluations(model, plan, device, step, enable_amp, make_logger)
-            if is_chief():
-                for name in pending:
-                    mark_done_eval(checkpoint, name)
-        if step >= num_train_steps:
-            break
+    try:
+        for checkpoint in checkpoints_iterator(save_dir, seconds_to_sleep=seconds_to_sleep, timeout=eval_timeout_in_s):
+            step = step_from_checkpoint(checkpoint)
+            pending = {name: ds for name, ds in eval_datasets.items() if not is_done_eval(checkpoint, name)}
+            if pending:
+                load_model_weights(model, checkpoint)
+                plan = EvaluationPlan(pending, eval_metrics_factory, num_eval_steps)
+                all_results[step] = run_evaluations(model, plan, device, step, enable_amp, make_logger)
+                if is_chief():
+                    for name in pending:
+                        mark_done_eval(checkpoint, name)
+            if step >= num_train_steps:
+                break
+    finally:
+        make_logger.close()
     return all_results

@@ -63,13 +63,15 @@ class SummaryLogger:
     """Scalars to TensorBoard under `<log_dir>/<run>` and to every registered sink; a no-op on
     every rank but 0."""
 
-    def __init__(self, log_dir: Optional[str], run: str = "train") -> None:
+    def __init__(self, log_dir: Optional[str], run: str = "train", purge_step: Optional[int] = None) -> None:
+        """`purge_step`: a resumed run's first step; TensorBoard hides the earlier run's events from
+        that step on (the steps after its last checkpoint, which this run trains again)."""
         self._writer = None
         self._run = run
         if log_dir is not None and is_chief():
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=os.path.join(log_dir, run))
+            self._writer = SummaryWriter(log_dir=os.path.join(log_dir, run), purge_step=purge_step)
 
     def log(self, values: Mapping[str, float], step: int) -> None:
         if self._writer is None:

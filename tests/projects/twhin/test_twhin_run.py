@@ -116,10 +116,10 @@ def test_the_config_file_is_required(capsys):
     assert "the following arguments are required: --config_path/--config_yaml_path" in capsys.readouterr().err
 
 
-def test_overwrite_deletes_the_save_dir_so_training_starts_over(tmp_path):
+def test_overwrite_deletes_the_checkpoints_so_training_starts_over(tmp_path):
     save_dir = tmp_path / "model"
-    (save_dir / "10").mkdir(parents=True)
+    clear_save_dir(str(save_dir))  # nothing to delete is fine; the new directory is marked as tml's
+    (save_dir / "10").mkdir()
     (save_dir / "10" / "state.distcp").write_bytes(b"x")
     clear_save_dir(str(save_dir))
-    assert not save_dir.exists()
-    clear_save_dir(str(save_dir))  # nothing to delete is fine
+    assert sorted(p.name for p in save_dir.iterdir()) == [".tml-save-dir"]
