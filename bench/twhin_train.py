@@ -37,7 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from tml.common.allocator import keep_freed_memory  # noqa: E402
-from tml.common.device import setup_and_get_device  # noqa: E402
+from tml.common.device import setup_and_get_device, teardown  # noqa: E402
 from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings  # noqa: E402
 from tml.core.train_pipeline import TrainStepRunner  # noqa: E402
 from tml.ml_logging.torch_logging import logging  # noqa: E402
@@ -251,6 +251,7 @@ def main() -> None:
         suffix = "" if batch == args.batch else f"_batch_{batch}"
         print(f"RESULT twhin_train_edges_per_s{suffix}={statistics.median(results[batch][0]):.0f}")
         print(f"RESULT plain_twhin_train_edges_per_s{suffix}={statistics.median(results[batch][1]):.0f}")
+    teardown()  # the process group; the prefetch threads are stopped at exit (common.prefetch)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,16 @@
 
 Arrow decoding and numpy/torch copies release the GIL, so a thread is enough to overlap data
 preparation with the training step; errors are re-raised in the consumer with their traceback.
+
+Producer threads are daemons (an abandoned iterator must never keep the process alive), and every
+live one is stopped and joined by an `atexit` hook. Without it a producer could still be inside a
+torch operator when the interpreter finalizes: Python then ends the thread with pthread_exit as it
+re-takes the GIL, the unwinding hits one of torch's noexcept C++ frames, and the whole process
+aborts with "terminate called without an active exception" (exit 134) after its work is done.
 """
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
 import threading
@@ -14,6 +21,25 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _END = object()
+# A producer is stopped between two items; one item takes far less than this to make.
+_EXIT_JOIN_TIMEOUT_S = 30.0
+
+_running_lock = threading.Lock()
+_running: "set[tuple[threading.Event, threading.Thread]]" = set()
+
+
+def stop_all_producers(timeout_s: float = _EXIT_JOIN_TIMEOUT_S) -> None:
+    """Stop every live producer thread and wait for it (called at interpreter exit)."""
+    with _running_lock:
+        running = list(_running)
+    for stop, _ in running:
+        stop.set()
+    for _, thread in running:
+        if thread is not threading.current_thread():
+            thread.join(timeout=timeout_s)
+
+
+atexit.register(stop_all_producers)
 
 
 class _Failure:
@@ -67,6 +93,8 @@ def _produce(
         close = getattr(source, "close", None)
         if close is not None:
             close()
+        with _running_lock:
+            _running.discard((stop, threading.current_thread()))
 
 
 def _one(item: Any) -> int:
@@ -88,6 +116,8 @@ class BackgroundIterator(Iterator[T]):
         self._thread = threading.Thread(
             target=_produce, args=(iter(source), self._buffer, self._stop, weight), name=name, daemon=True
         )
+        with _running_lock:
+            _running.add((self._stop, self._thread))
         self._thread.start()
 
     def __next__(self) -> T:

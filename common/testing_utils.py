@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 import tempfile
 import time
 import traceback
@@ -69,11 +68,6 @@ def _rank_entry(
     except BaseException:  # noqa: BLE001
         outcome = ("error", traceback.format_exc(), time.time())
     torch.save(outcome, os.path.join(result_dir, f"rank{rank}.pt"))
-    # The result is safe on disk. Skip interpreter teardown: torch/gloo can abort there
-    # ("terminate called without an active exception"), which would fail a rank that succeeded.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
 
 
 def run_on_ranks(
