@@ -8,3 +8,7 @@ from __future__ import annotations
 
 class TmlError(Exception):
     """A run stopped for a reason the message explains (bad data, diverged training, unsafe path)."""
+
+
+class DataError(TmlError, ValueError):
+    """Input data that cannot be trained on: the message names the file, column, row and value."""

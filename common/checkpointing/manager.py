@@ -5,13 +5,43 @@ import dataclasses
 from concurrent.futures import Future
 from typing import Any, Callable, Mapping, MutableMapping, Optional
 
+import errno
 import torch.distributed as dist
+from torch.distributed.checkpoint.api import CheckpointException
 
 from tml.common.checkpointing import layout
 from tml.common.checkpointing.checkpoint_io import restore, save_state, save_state_async
 from tml.common.device import get_rank, get_world_size
 from tml.common.filesystem import infer_fs
+from tml.core.errors import TmlError
 from tml.ml_logging.torch_logging import logging
+
+
+class CheckpointWriteError(TmlError, OSError):
+    """Writing a checkpoint failed (full disk, file size limit, lost storage); nothing was published."""
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """DCP wraps each rank's failure (with a traceback per rank) in a CheckpointException."""
+    if isinstance(error, CheckpointException) and error.failures:
+        return error.failures[min(error.failures)][0]
+    return error
+
+
+def _write_failure(error: BaseException, directory: str, step: int) -> CheckpointWriteError:
+    cause = _root_cause(error)
+    reason = (str(cause).strip().splitlines() or [""])[0]
+    code = getattr(cause, "errno", None)
+    if code == errno.ENOSPC:
+        hint = "the disk is full"
+    elif code == errno.EFBIG or "unexpected pos" in reason:
+        hint = "a file size limit (ulimit -f) or a full disk cut a file short"
+    else:
+        hint = type(cause).__name__
+    return CheckpointWriteError(
+        f"writing the checkpoint of step {step} to {directory} failed ({hint}): {reason}\n"
+        f"Earlier checkpoints are untouched; the incomplete {directory} is removed when the next run starts."
+    )
 
 
 def _is_distributed() -> bool:
@@ -118,7 +148,10 @@ class CheckpointManager:
             self._pending = _PendingSave(step, temporary, final, written)
             logging.info(f"writing checkpoint {final} in the background")
             return final
-        save_state(temporary, state)
+        try:
+            save_state(temporary, state)
+        except (Exception, CheckpointException) as error:
+            raise _write_failure(error, temporary, step) from None
         self._publish(step, temporary, final)
         return final
 
@@ -127,7 +160,10 @@ class CheckpointManager:
         pending, self._pending = self._pending, None
         if pending is None:
             return None
-        pending.written.result()  # a failed write raises here, and nothing is published
+        try:
+            pending.written.result()  # a failed write raises here, and nothing is published
+        except (Exception, CheckpointException) as error:
+            raise _write_failure(error, pending.temporary, pending.step) from None
         self._publish(pending.step, pending.temporary, pending.final)
         return pending.final
 

@@ -8,7 +8,6 @@ becomes a `ConfigError` (or FileNotFoundError) that names the file and, where it
 from __future__ import annotations
 
 import argparse
-import errno
 import getpass
 import os
 import string
@@ -68,7 +67,13 @@ def _read_text(path: str) -> str:
         with fsspec.open(path, "r", encoding="utf-8") as stream:
             return stream.read()
     except FileNotFoundError as error:
-        raise FileNotFoundError(errno.ENOENT, "Config file not found", path) from error
+        raise ConfigFileNotFoundError(f"config file not found: {path}", path) from error
+    except IsADirectoryError as error:
+        raise ConfigError(f"config path {path} is a directory; give the YAML file inside it", path) from error
+
+
+class ConfigFileNotFoundError(ConfigError, FileNotFoundError):
+    """The config file does not exist (a ConfigError, so entry points print it without a traceback)."""
 
 
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:

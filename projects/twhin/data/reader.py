@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tml.common import filesystem
+from tml.core.errors import DataError
 from tml.projects.twhin.data.schema import GraphSchema
 
 _GLOB_CHARACTERS = "*?["
@@ -94,13 +95,24 @@ def list_edge_files(data_root: str) -> list[str]:
 
 @contextlib.contextmanager
 def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
-    """A ParquetFile on any file system; a remote file's handle is closed on exit."""
+    """A ParquetFile on any file system; a remote file's handle is closed on exit. A file that is
+    empty, truncated or corrupt fails with a DataError naming it (pyarrow's own message does not)."""
     fs = filesystem.infer_fs(path)
-    if filesystem.is_local_fs(fs):
-        yield pq.ParquetFile(filesystem.strip_protocol(path))
-        return
-    with filesystem.open_file(path, "rb") as handle:
-        yield pq.ParquetFile(handle)
+    try:
+        if filesystem.is_local_fs(fs):
+            yield pq.ParquetFile(filesystem.strip_protocol(path))
+            return
+        with filesystem.open_file(path, "rb") as handle:
+            yield pq.ParquetFile(handle)
+    except (pa.ArrowException, OSError) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        size = fs.size(path) if fs.exists(path) else None
+        raise DataError(
+            f"{path}: cannot read this Parquet file ({size} bytes): {reason}. Is it empty, truncated "
+            f"(a copy cut short) or not Parquet?"
+        ) from None
 
 
 def count_rows(files: Sequence[str]) -> list[int]:
@@ -145,7 +157,7 @@ def _read_table(parquet: pq.ParquetFile, row_range: RowRange, columns: list[str]
     available = parquet.schema_arrow.names
     missing = [column for column in columns if column not in available]
     if missing:
-        raise ValueError(f"{row_range.path}: no column(s) {missing}; the file has columns {available}.")
+        raise DataError(f"{row_range.path}: no column(s) {missing}; the file has columns {available}.")
     metadata = parquet.metadata
     groups, group_start, first_row = [], 0, None
     for index in range(metadata.num_row_groups):
@@ -163,9 +175,9 @@ def _read_table(parquet: pq.ParquetFile, row_range: RowRange, columns: list[str]
 def _integer_column(table: pa.Table, column: str, path: str) -> np.ndarray:
     array = table.column(column)
     if not pa.types.is_integer(array.type):
-        raise ValueError(f"{path}: column '{column}' has type {array.type}; node and relation ids must be integers.")
+        raise DataError(f"{path}: column '{column}' has type {array.type}; node and relation ids must be integers.")
     if array.null_count:
-        raise ValueError(f"{path}: column '{column}' has {array.null_count} null value(s).")
+        raise DataError(f"{path}: column '{column}' has {array.null_count} null value(s).")
     return array.to_numpy().astype(np.int64, copy=False)
 
 
@@ -173,14 +185,14 @@ def _weight_column(table: pa.Table, column: str, row_range: RowRange) -> np.ndar
     """Edge weights scale the loss: NaN poisons training, a negative weight rewards a wrong score."""
     array = table.column(column)
     if not (pa.types.is_floating(array.type) or pa.types.is_integer(array.type)):
-        raise ValueError(f"{row_range.path}: column '{column}' has type {array.type}; edge weights must be numbers.")
+        raise DataError(f"{row_range.path}: column '{column}' has type {array.type}; edge weights must be numbers.")
     if array.null_count:
-        raise ValueError(f"{row_range.path}: column '{column}' has {array.null_count} null value(s).")
+        raise DataError(f"{row_range.path}: column '{column}' has {array.null_count} null value(s).")
     weights = array.to_numpy().astype(np.float32)
     bad = ~np.isfinite(weights) | (weights < 0)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
+        raise DataError(
             f"{row_range.path}: column '{column}' has value {weights[first]} at row {row_range.start + first}; "
             f"edge weights must be finite and >= 0 ({int(bad.sum())} bad row(s) in the rows read)."
         )
@@ -189,7 +201,7 @@ def _weight_column(table: pa.Table, column: str, row_range: RowRange) -> np.ndar
 
 def _fail_first(bad: np.ndarray, values: np.ndarray, row_range: RowRange, column: str, message: str) -> None:
     first = int(np.flatnonzero(bad)[0])
-    raise ValueError(
+    raise DataError(
         f"{row_range.path}: column '{column}' has value {int(values[first])} at row {row_range.start + first}, "
         f"{message} ({int(bad.sum())} bad row(s) in the rows read)."
     )

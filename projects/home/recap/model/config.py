@@ -21,7 +21,9 @@ from tml.projects.home.recap.embedding.config import (
 
 
 class DropoutConfig(BaseConfig):
-    rate: PositiveFloat = Field(0.1, description="Probability of zeroing an activation in training.")
+    rate: float = Field(
+        0.1, gt=0, lt=1, description="Probability of zeroing an activation in training, in (0, 1)."
+    )
 
 
 class LayerNormConfig(BaseConfig):
