@@ -167,6 +167,15 @@ def build_multi_task_loss(
     pos_weights = [float(weight) for weight in pos_weights]
     builder_label_names = list(label_names) if label_names is not None else None
     reduce_tasks = GLOBAL_REDUCTIONS[global_reduction]
+    # Made once per dtype and device: a new tensor per task and step would be a host-to-device copy
+    # (a synchronisation on GPUs) every time.
+    pos_weight_tensors: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+    def pos_weight_tensor(like: torch.Tensor) -> torch.Tensor:
+        key = (like.dtype, like.device)
+        if key not in pos_weight_tensors:
+            pos_weight_tensors[key] = torch.tensor(pos_weights, dtype=like.dtype, device=like.device)
+        return pos_weight_tensors[key]
 
     def loss_fn(
         logits: torch.Tensor,
@@ -186,6 +195,7 @@ def build_multi_task_loss(
             else _select_task_columns(weights, tasks, names, "weights")
         )
         losses: dict[str, torch.Tensor] = {}
+        task_pos_weights = pos_weight_tensor(logits)
         for position, task in enumerate(tasks):
             logit = logits[:, position]
             weight = task_weights[position]
@@ -193,7 +203,7 @@ def build_multi_task_loss(
                 logit,
                 task_labels[position].type_as(logit),
                 reduction=task_loss_reduction,
-                pos_weight=torch.tensor(pos_weights[position], dtype=logit.dtype, device=logit.device),
+                pos_weight=task_pos_weights[position],
                 weight=None if weight is None else weight.type_as(logit),
             )
         stacked = torch.stack([losses[f"loss/{task}"] for task in tasks])

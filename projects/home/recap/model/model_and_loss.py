@@ -91,7 +91,7 @@ The data's label column names come from the batch's `label_names` field/attribut
         self.stratifiers = list(stratifiers or [])
         self.label_names = list(label_names) if label_names is not None else None
         self.task_names: list[str] = list(model.task_names)
-        self._indices_cache: dict[tuple[str, ...], torch.Tensor] = {}
+        self._indices_cache: dict[tuple[tuple[str, ...], torch.device], torch.Tensor] = {}
 
     def _in_task_order(
         self, values: torch.Tensor, label_names: Optional[Sequence[str]], what: str
@@ -107,10 +107,12 @@ The data's label column names come from the batch's `label_names` field/attribut
             return values
         if values.shape[1] != len(label_names):
             raise ValueError(f"{what} has {values.shape[1]} columns but {len(label_names)} label names.")
-        key = tuple(label_names)
+        # Cached per device too: moving the indices every step would be a copy (a sync on GPUs).
+        key = (tuple(label_names), values.device)
         if key not in self._indices_cache:
-            self._indices_cache[key] = torch.tensor(task_column_indices(self.task_names, label_names))
-        return values.index_select(1, self._indices_cache[key].to(values.device))
+            indices = torch.tensor(task_column_indices(self.task_names, label_names))
+            self._indices_cache[key] = indices.to(values.device)
+        return values.index_select(1, self._indices_cache[key])
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, Any]]:
         outputs = dict(self.model(**{name: _field(batch, name) for name in MODEL_INPUTS}))
