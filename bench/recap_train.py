@@ -172,7 +172,7 @@ def main() -> None:
     if not with_bf16:
         slowdown = measure_bf16_slowdown()
         print(
-            f"bf16 timing SKIPPED: this CPU has no bf16 arithmetic (a bf16 product measured {slowdown:.0f}x "
+            f"bf16 timing SKIPPED: this CPU has no bf16 arithmetic (a bf16 product measured {slowdown:.1f}x "
             f"slower than fp32 here), so a bf16 step would take minutes and say nothing about bf16 on "
             f"hardware that has it."
         )
