@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/recap_train.py [--threads 1] [--repeats 5] [--steps 3] [--steps_large 1]
 
-Every side trains the model that `main.py` builds (`build_model_and_optimizer`: the local_prod
+Every side trains the model that `main.py` builds (`job.build_model_and_optimizer`: the local_prod
 architecture, per-tower Adam groups and LR schedules) through the training loop's step runner
 (`TrainStepRunner.step` + `scheduler.step()`, what `core.custom_training_loop.train` does per step,
 without its logging and checkpoints). The model starts from the same weights on every side.
@@ -71,7 +71,7 @@ from tml.ml_logging.torch_logging import logging  # noqa: E402
 from tml.projects.home.recap.config import JobMode, RecapConfig  # noqa: E402
 from tml.projects.home.recap.data.dataset import RecapDataset  # noqa: E402
 from tml.projects.home.recap.data.generate_random_data import generate_random_data  # noqa: E402
-from tml.projects.home.recap.main import build_model_and_optimizer  # noqa: E402
+from tml.projects.home.recap.job import build_model_and_optimizer  # noqa: E402
 from tml.projects.home.recap.optimizer import optimizer as recap_optimizer  # noqa: E402
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "home", "recap", "config", "local_prod.yaml")
