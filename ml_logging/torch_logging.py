@@ -16,8 +16,6 @@ import sys
 import threading
 from typing import Any, Optional
 
-import torch.distributed as dist
-
 LOGGER_NAME = "tml"
 LEVEL_ENV_VARIABLE = "TML_LOG_LEVEL"
 LOG_FORMAT = "%(asctime)s [%(module)s.%(funcName)s:%(lineno)d] %(levelname)s %(message)s"
@@ -77,8 +75,12 @@ def configure_tml_logger() -> std_logging.Logger:
 
 
 def _this_rank() -> Optional[int]:
-    """This process's rank in the default group, or None when there is no group."""
-    if dist.is_available() and dist.is_initialized():
+    """This process's rank in the default group, or None when there is no group.
+
+    torch is not imported for this: a process that has not imported torch.distributed has no
+    group, and commands that log before (or without) torch stay quick to start."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
         return dist.get_rank()
     return None
 

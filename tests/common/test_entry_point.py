@@ -156,3 +156,56 @@ def test_help_answers_without_importing_torch():
     )
     assert done.stdout.strip() == "False", done.stderr
     assert time.perf_counter() - started < 30  # generous: the point is no torch import (seconds by itself)
+
+
+# Every command and the shared flags it must take: (module, config flags, run flags).
+COMMANDS = [
+    ("tml.projects.home.recap.main", True, True),
+    ("tml.projects.home.recap.data.from_table", False, False),  # makes a config, reads none
+    ("tml.projects.home.recap.data.flight_reader", True, False),
+    ("tml.projects.twhin.run", True, True),
+    ("tml.projects.home.recap.score", True, False),
+    ("tml.projects.home.recap.export", True, False),
+    ("tml.projects.home.recap.model.feature_statistics", True, False),
+    ("tml.projects.home.recap.data.generate_random_data", True, False),
+    ("tml.projects.home.recap.data.parquet_schema", True, False),
+    ("tml.projects.twhin.data.generate_random_graph", True, False),
+    ("tml.projects.home.recap.data.tfrecord_import", False, False),
+    ("tml.projects.home.recap.scripts.prepare_movielens", False, False),
+    ("tml.projects.twhin.scripts.prepare_nations", False, False),
+    ("tml.projects.twhin.scripts.prepare_movielens", False, False),
+]
+# Commands whose --help must not import torch (seconds by itself). The others' modules are also
+# libraries that need torch at import (score, export, embeddings).
+LIGHT_COMMANDS = [module for module, _, _ in COMMANDS if module.rsplit(".", 1)[1] not in ("score", "export")]
+
+
+@pytest.mark.parametrize(("module", "takes_config", "writes_run"), COMMANDS, ids=[c[0].split("tml.projects.")[1] for c in COMMANDS])
+def test_every_command_takes_the_common_flags(module, takes_config, writes_run):
+    import importlib
+
+    parser = importlib.import_module(module).build_parser()
+    flags = {option for action in parser._actions for option in action.option_strings}
+    assert ({"--config_path", "--config_yaml_path", "--set"} <= flags) == takes_config, flags
+    assert ({"--save_dir", "--overwrite_save_dir"} <= flags) == writes_run, flags
+    if takes_config:  # one flag, two spellings
+        (action,) = [action for action in parser._actions if "--config_yaml_path" in action.option_strings]
+        assert action.dest == "config_path" and "--config_path" in action.option_strings
+
+
+def test_generators_take_overwrite():
+    from tml.projects.home.recap.data.generate_random_data import build_parser as recap_generator
+    from tml.projects.twhin.data.generate_random_graph import build_parser as graph_generator
+
+    for parser in (recap_generator(), graph_generator()):
+        assert "--overwrite" in {option for action in parser._actions for option in action.option_strings}
+
+
+def test_light_commands_parse_their_arguments_without_importing_torch():
+    script = "\n".join(
+        ["import importlib, sys"]
+        + [f"importlib.import_module({module!r}).build_parser()" for module in LIGHT_COMMANDS]
+        + ["print(sorted(name for name in ('torch', 'torchrec') if name in sys.modules))"]
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stderr

@@ -14,12 +14,12 @@ Run `python -m tml.projects.home.recap.model.feature_statistics --help` for the 
 from __future__ import annotations
 
 import argparse
+import sys
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
-import torch
 
 from tml.common.entry_point import CommandError, call_command, command_parser, run_command
 from tml.common.filesystem import open_file
@@ -29,7 +29,10 @@ FORMAT_NAME = "tml.recap.feature_statistics"
 FORMAT_VERSION = 1
 TRANSFORM = "signed_log1p"
 
-ArrayLike = Union[np.ndarray, torch.Tensor]
+if TYPE_CHECKING:  # torch is imported where a tensor can arrive, so the command starts at once
+    import torch
+
+ArrayLike = Union[np.ndarray, "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ def _as_matrix(batch: Any) -> np.ndarray:
     """A [N, C] float64 array from an array, a tensor or a batch with `continuous_features`."""
     if hasattr(batch, "continuous_features"):
         batch = batch.continuous_features
-    if isinstance(batch, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported
+    if torch is not None and isinstance(batch, torch.Tensor):
         batch = batch.detach().to(torch.float64).cpu().numpy()
     matrix = np.asarray(batch, dtype=np.float64)
     if matrix.ndim != 2:
