@@ -137,6 +137,24 @@ def _program_name() -> Optional[str]:
     return f"python -m {name}" if name and name.startswith("tml.") else None
 
 
+JOB_MODES = ("train", "evaluate", "train_and_evaluate")
+
+
+def add_mode_flag(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """`--mode {train,evaluate,train_and_evaluate}` for training jobs (the original's trainer and
+    evaluator roles)."""
+    parser.add_argument(
+        "--mode",
+        choices=JOB_MODES,
+        default=None,
+        help="train: train only (a separate evaluator follows the checkpoints); evaluate: be that "
+        "evaluator: evaluate each new checkpoint in save_dir once, until the last one or "
+        "training.eval_timeout_in_s without a new one; train_and_evaluate: train and evaluate "
+        "inline. Default: train_and_evaluate when the config has validation data, else train.",
+    )
+    return parser
+
+
 def command_parser(
     description: Optional[str],
     *,

@@ -530,6 +530,15 @@ def train_and_evaluate(
     )
 
 
+def _from_chief(value: Any) -> Any:
+    """Rank 0's `value` on every rank (ranks must agree on which checkpoint to load together)."""
+    if get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def only_evaluate(
     model: torch.nn.Module,
     device: torch.device,
@@ -541,30 +550,64 @@ def only_evaluate(
     eval_timeout_in_s: float,
     enable_amp: bool = False,
     seconds_to_sleep: float = 30.0,
+    extra_evaluations: Optional[Mapping[str, ExtraEvaluation]] = None,
 ) -> dict[int, dict[str, dict[str, float]]]:
     """A separate evaluator: follow new checkpoints in `save_dir` as training writes them.
 
-    Each checkpoint is evaluated on every dataset not yet marked done for it, then marked; it stops
-    after the checkpoint of step `num_train_steps`, or when no new checkpoint came for
-    `eval_timeout_in_s` seconds. Returns results per step.
+    Each new checkpoint (the newest one each time: checkpoints saved while an evaluation runs are
+    skipped, as in the original) is evaluated on every dataset not yet marked done for it, its
+    metrics written to TensorBoard run `eval_<name>` at the checkpoint's step, then marked
+    (`<checkpoint>/evaled_by/<name>_DONE`). It stops after the checkpoint of step
+    `num_train_steps`, or when no new checkpoint came for `eval_timeout_in_s` seconds. Rank 0
+    decides which checkpoint every rank loads. Returns results per step.
     """
     from tml.common.checkpointing import is_done_eval, load_model_weights, step_from_checkpoint
 
+    extras = dict(extra_evaluations or {})
+    names = list(dict.fromkeys([*eval_datasets, *extras]))
     make_logger = RunLoggers(save_dir)
     all_results: dict[int, dict[str, dict[str, float]]] = {}
     try:
-        for checkpoint in checkpoints_iterator(save_dir, seconds_to_sleep=seconds_to_sleep, timeout=eval_timeout_in_s):
+        checkpoints = (
+            checkpoints_iterator(save_dir, seconds_to_sleep=seconds_to_sleep, timeout=eval_timeout_in_s)
+            if is_chief() else None
+        )
+        while True:
+            found = None
+            if checkpoints is not None:
+                checkpoint = next(checkpoints, None)
+                if checkpoint is not None:
+                    found = (checkpoint, [name for name in names if not is_done_eval(checkpoint, name)])
+            found = _from_chief(found)
+            if found is None:
+                logging.info(f"no new checkpoint in {save_dir} for {eval_timeout_in_s:g} s; the evaluator stops")
+                break
+            checkpoint, pending = found
             step = step_from_checkpoint(checkpoint)
-            pending = {name: ds for name, ds in eval_datasets.items() if not is_done_eval(checkpoint, name)}
             if pending:
+                logging.info(f"evaluating {checkpoint} (step {step}) on {pending}")
                 load_model_weights(model, checkpoint)
-                plan = EvaluationPlan(pending, eval_metrics_factory, num_eval_steps)
+                plan = EvaluationPlan(
+                    {name: eval_datasets[name] for name in pending if name in eval_datasets},
+                    eval_metrics_factory,
+                    num_eval_steps,
+                    extra_evaluations={name: extras[name] for name in pending if name in extras},
+                )
                 all_results[step] = run_evaluations(model, plan, device, step, enable_amp, make_logger)
                 if is_chief():
                     for name in pending:
                         mark_done_eval(checkpoint, name)
+            else:
+                logging.info(f"{checkpoint} is already evaluated on {names}")
             if step >= num_train_steps:
+                logging.info(f"evaluated the last checkpoint (step {step} of {num_train_steps}); the evaluator stops")
                 break
     finally:
         make_logger.close()
     return all_results
+
+
+def evaluator_poll_seconds(eval_timeout_in_s: float) -> float:
+    """How often an evaluator looks for a new checkpoint: every 30 s as the original, or more often
+    when the timeout is short."""
+    return min(30.0, max(0.5, eval_timeout_in_s / 20))

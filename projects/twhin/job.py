@@ -22,6 +22,7 @@ from tml.common.entry_point import training_session
 from tml.common.modules.embedding.pretrained import load_pretrained_tables
 from tml.common.sharding import maybe_shard_model
 from tml.core import custom_training_loop as ctl
+from tml.core.config import ConfigError
 from tml.core.summary import format_scalars, tensorboard_command
 from tml.ml_logging.torch_logging import logging
 from tml.projects.twhin.config import TwhinConfig
@@ -61,12 +62,49 @@ def link_prediction_hook(config: TwhinConfig) -> Optional[ctl.ExtraEvaluation]:
     return evaluate
 
 
-def run(config: TwhinConfig, device: Optional[torch.device] = None) -> dict[str, dict[str, float]]:
+def evaluate_checkpoints(config: TwhinConfig, device: torch.device) -> dict[str, dict[str, float]]:
+    """The separate evaluator: validation AUC and link prediction on each new checkpoint."""
+    training = config.training
+    if config.validation_data is None:
+        raise ConfigError("--mode evaluate needs validation_data: the edges to evaluate each checkpoint on")
+    model, _, _ = build_model_and_optimizer(config, device)
+    hook = link_prediction_hook(config)
+    logging.info(f"evaluator: following checkpoints in {training.save_dir} (stops after step "
+                 f"{training.num_train_steps} or {training.eval_timeout_in_s:g} s without a new checkpoint)")
+    by_step = ctl.only_evaluate(
+        model,
+        device,
+        training.save_dir,
+        training.num_train_steps,
+        {VALIDATION: create_dataset(config.validation_data, config.model)},
+        lambda _name: create_metrics(device),
+        training.num_eval_steps,
+        training.eval_timeout_in_s,
+        config.runtime.enable_amp,
+        seconds_to_sleep=ctl.evaluator_poll_seconds(training.eval_timeout_in_s),
+        extra_evaluations={VALIDATION: hook} if hook is not None else None,
+    )
+    if not by_step:
+        return {}
+    last = max(by_step)
+    for name, values in by_step[last].items():
+        logging.info(f"evaluation of step {last}, {name}: {format_scalars(values)}")
+    return by_step[last]
+
+
+def run(
+    config: TwhinConfig, device: Optional[torch.device] = None, mode: Optional[str] = None
+) -> dict[str, dict[str, float]]:
     """Train and evaluate on `device`; returns the last evaluation's metrics (empty without
-    validation_data). Without `device`, the job runs inside its own `training_session`."""
+    validation_data). Without `device`, the job runs inside its own `training_session`.
+
+    `mode`: None or "train_and_evaluate" (evaluate inline), "train" (no evaluation: a separate
+    evaluator follows the checkpoints), "evaluate" (be that evaluator: `evaluate_checkpoints`)."""
     if device is None:
         with training_session(config) as session_device:
-            return run(config, session_device)
+            return run(config, session_device, mode)
+    if mode == "evaluate":
+        return evaluate_checkpoints(config, device)
     training = config.training
     train_dataset: EdgesDataset = create_dataset(config.train_data, config.model)
     model, optimizer, scheduler = build_model_and_optimizer(config, device)
@@ -85,7 +123,7 @@ def run(config: TwhinConfig, device: Optional[torch.device] = None) -> dict[str,
         scheduler=scheduler,
         tables_to_log=config.model.embeddings.tables_to_log,
     )
-    if config.validation_data is None:
+    if config.validation_data is None or mode == "train":
         ctl.train(**train_arguments)
         return {}
     validation = create_dataset(config.validation_data, config.model)

@@ -89,6 +89,44 @@ def build_datasets(config: RecapConfig) -> tuple[RecapDataset, dict[str, RecapDa
     return train, validation
 
 
+def evaluate_checkpoints(config: RecapConfig, device: torch.device) -> dict[str, dict[str, float]]:
+    """The separate evaluator: every validation set on each new checkpoint of training.save_dir."""
+    training = config.training
+    if not config.validation_data:
+        raise ConfigError("--mode evaluate needs validation_data: the sets to evaluate each checkpoint on")
+    sparse = _sparse_feature_names(config)
+    validation = {
+        name: RecapDataset(data_config, mode=JobMode.EVALUATE, repeat=False, sparse_feature_names=sparse)
+        for name, data_config in config.validation_data.items()
+    }
+    data_spec = next(iter(validation.values())).torch_element_spec  # no training files needed here
+    seed_torch(run_seed(config))
+    model, _, _ = build_model_and_optimizer(config, data_spec, device)
+    logging.info(
+        f"evaluator: following checkpoints in {training.save_dir} (sets {list(validation)}; stops after "
+        f"step {training.num_train_steps} or {training.eval_timeout_in_s:g} s without a new checkpoint)"
+    )
+    by_step = ctl.only_evaluate(
+        model,
+        device,
+        training.save_dir,
+        training.num_train_steps,
+        {name: dataset.to_dataloader() for name, dataset in validation.items()},
+        build_metrics_factory(list(config.model.tasks), config.validation_data, config.model.stratifiers),
+        training.num_eval_steps,
+        training.eval_timeout_in_s,
+        config.runtime.enable_amp,
+        seconds_to_sleep=ctl.evaluator_poll_seconds(training.eval_timeout_in_s),
+    )
+    if not by_step:
+        logging.info("evaluator: no checkpoint was evaluated")
+        return {}
+    last = max(by_step)
+    logging.info(f"Evaluation of step {last}:\n" + format_results(by_step[last]))
+    logging.info(f"TensorBoard: {tensorboard_command(training.save_dir)}")
+    return by_step[last]
+
+
 def build_model_and_optimizer(
     config: RecapConfig, data_spec: Any, device: torch.device
 ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
@@ -115,17 +153,24 @@ def build_model_and_optimizer(
 
 
 def run(
-    config: RecapConfig, device: Optional[torch.device] = None, debug_loop: bool = False
+    config: RecapConfig, device: Optional[torch.device] = None, debug_loop: bool = False, mode: Optional[str] = None
 ) -> dict[str, dict[str, float]]:
     """Train and evaluate on `device`; returns the last evaluation's metrics per validation set.
+
+    `mode`: None or "train_and_evaluate" (evaluate inline), "train" (no evaluation: a separate
+    evaluator follows the checkpoints), "evaluate" (be that evaluator: `evaluate_checkpoints`).
 
     Without `device`, the job runs inside its own `training_session` (process group, runtime).
     """
     if device is None:
         with training_session(config) as session_device:
-            return run(config, session_device, debug_loop)
+            return run(config, session_device, debug_loop, mode)
+    if mode == "evaluate":
+        return evaluate_checkpoints(config, device)
     training = config.training
     train_dataset, validation_datasets = build_datasets(config)
+    if mode == "train":
+        validation_datasets = {}  # a separate evaluator (--mode evaluate) follows the checkpoints
     seed = run_seed(config)
     seed_torch(seed)  # the same initial weights on every rank
     model, optimizer, scheduler = build_model_and_optimizer(config, train_dataset.torch_element_spec, device)

@@ -1,6 +1,7 @@
 """Train the Heavy Ranker and evaluate it on every validation set.
 
     python -m tml.projects.home.recap.main --config_path FILE [--save_dir DIR] [--set key=value ...]
+        [--mode train|evaluate|train_and_evaluate]
     torchrun --standalone --nproc_per_node N -m tml.projects.home.recap.main --config_path FILE ...
 
 Checkpoints and TensorBoard logs go to `training.save_dir` (or --save_dir); running the same
@@ -13,11 +14,11 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from tml.common.entry_point import call_command, command_parser, load_command_config, run_command, training_session
+from tml.common.entry_point import add_mode_flag, call_command, command_parser, load_command_config, run_command, training_session
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = command_parser(__doc__, writes_run=True)
+    parser = add_mode_flag(command_parser(__doc__, writes_run=True))
     parser.add_argument(
         "--debug_loop",
         action="store_true",
@@ -31,8 +32,12 @@ def run_job(args: argparse.Namespace) -> int:
 
     config = load_command_config(job.RecapConfig, args)
     job.check_tasks(config, args.config_path)
+    if args.mode == "evaluate" and args.overwrite_save_dir:
+        from tml.core.config import ConfigError
+
+        raise ConfigError("--overwrite_save_dir with --mode evaluate would delete the trainer's checkpoints; drop one")
     with training_session(config, args.overwrite_save_dir) as device:
-        job.run(config, device, debug_loop=args.debug_loop)
+        job.run(config, device, debug_loop=args.debug_loop, mode=args.mode)
     return 0
 
 
