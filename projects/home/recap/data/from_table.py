@@ -157,7 +157,10 @@ def down_sample(rows: np.ndarray, labels: np.ndarray, rate: float, rng: np.rando
 
 def _lr_schedule(steps: int) -> dict[str, Any]:
     ramp = min(100, max(1, steps // 10))
-    return {"linear_ramp_to_cosine": {"learning_rate": 0.002, "final_learning_rate": 0.0001,
+    # Decaying to 1% of the peak matters for calibration: measured on one 500k-row table, the held-out
+    # mean calibrated probability varied by -3% to +8% over training seeds with batch 256 and 2e-3 ->
+    # 1e-4, and by +1% to +3% (the sample's own +2%) with batch 512 and 1e-3 -> 1e-5.
+    return {"linear_ramp_to_cosine": {"learning_rate": 0.001, "final_learning_rate": 0.00001,
                                       "num_ramp_steps": ramp, "final_num_steps": steps}}
 
 
@@ -335,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split_by", default=None, help="Hold out the rows with the largest values of this column (e.g. a time).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the split, the down-sampling and training (training.seed).")
     parser.add_argument("--num_train_files", type=int, default=4)
-    parser.add_argument("--batch_size", type=int, default=256, help="global_batch_size of the starter config.")
-    parser.add_argument("--epochs", type=float, default=3.0, help="Passes over the training split the starter config trains for.")
+    parser.add_argument("--batch_size", type=int, default=512, help="global_batch_size of the starter config.")
+    parser.add_argument("--epochs", type=float, default=10.0,
+                        help="Passes over the training split the starter config trains for (calibration needs about a thousand steps).")
     parser.add_argument("--train_steps", type=int, default=None, help="Training steps instead of --epochs.")
     parser.add_argument("--overwrite", action="store_true",
                         help="Replace this command's earlier output in --output_dir (nothing else is deleted).")

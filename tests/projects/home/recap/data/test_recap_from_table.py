@@ -80,7 +80,7 @@ def test_table_becomes_down_sampled_training_data_and_a_config_that_loads(tmp_pa
 
 def test_numeric_only_table_trains_evaluates_and_scores_by_its_own_ids(tmp_path):
     code, _ = _convert(tmp_path, "--labels", "click,like", "--numeric", "x", "--id_columns", "user,item",
-                       "--train_steps", "60", "--batch_size", "64")
+                       "--train_steps", "150", "--batch_size", "64")
     assert code == 0
     config = load_config_from_yaml(RecapConfig, tmp_path / "out" / "config.yaml")
     batch = next(iter(RecapDataset(config.train_data)))
