@@ -192,6 +192,9 @@ class ExportedRanker:
     """An exported Heavy Ranker loaded from its file: `ranker(batch) -> {output: [B, T]}`."""
 
     def __init__(self, path: str) -> None:
+        from tml.common.quiet_warnings import quiet_torchrec_warnings
+
+        quiet_torchrec_warnings()  # torch.fx's is_fx_tracing notice, printed on the first call otherwise
         extra_files = {METADATA_FILE: ""}
         self.program = torch.export.load(path, extra_files=extra_files)
         if not extra_files[METADATA_FILE]:

@@ -92,7 +92,7 @@ def _assert_trained_and_evaluated(save_dir: Path, output: str) -> None:
 
 def test_original_yaml_loads_unchanged(monkeypatch):
     if not ORIGINAL_YAML.exists():
-        pytest.skip(f"{ORIGINAL_YAML} (the original's config) is not on this machine")
+        pytest.skip("the original repository's recap_local_prod.yaml is not on this machine (point TML_ORIGINAL_CONFIGS at its config folder)")
     monkeypatch.setenv("HOME", "/home/someone")
     monkeypatch.setenv("TML_BASE", "/repo")
     config = load_config_from_yaml(RecapConfig, ORIGINAL_YAML)

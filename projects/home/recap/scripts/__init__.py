@@ -1,0 +1,1 @@
+"""Data preparation and comparison scripts of the Heavy Ranker (run with python -m)."""
