@@ -23,6 +23,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tml.common.entry_point import call_command, command_parser, run_command
+from tml.common.output_dirs import default_output_dir
+
 TASK = "clicked"
 
 
@@ -85,14 +88,17 @@ def one_seed(work_dir: str, rows: int, seed: int, neg_rate: float, epochs: float
     }
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(__doc__.splitlines()[0], config="none")
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--neg_downsampling_rate", type=float, default=0.1)
     parser.add_argument("--epochs", type=float, default=10.0)
-    parser.add_argument("--work_dir", default=os.path.join(os.path.expanduser("~"), "tmp", "tml", "own_table_calibration"))
-    args = parser.parse_args(argv)
+    parser.add_argument("--work_dir", default=default_output_dir("own_table_calibration"))
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     print("seed  held-out rows  true mean  label mean  calibrated mean (error)  raw mean (error)")
     for seed in (int(s) for s in args.seeds.split(",")):
         r = one_seed(args.work_dir, args.rows, seed, args.neg_downsampling_rate, args.epochs)
@@ -102,5 +108,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return call_command(build_parser(), run, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(build_parser(), run)
