@@ -1,184 +1,163 @@
-"""Edges/s of tml's TwHIN training step against a plain-PyTorch step of the same model.
+"""Edges/s of tml's TwHIN training step against a plain-PyTorch step of the same model: a fair fight.
 
-Ours: `TwhinModelAndLoss` under DistributedModelParallel (world size 1) with a fused optimizer per
-table, driven exactly as the training loop drives it (`TrainStepRunner`: torchrec's train pipeline
-for one CPU process, then the LR scheduler), fed by `EdgesDataset` (shuffling, batching, negative
-sampling, loss weights; prepared ahead in a background thread by default, as the data config's
-`prefetch` does; `--prefetch 0` prepares them inline). Plain: `nn.Embedding(sparse=True)` tables, a
-relation-vector parameter, `torch.optim.SGD` (or `Adagrad`) on sparse gradients, and the same
-negatives sampled in torch inside the step (shared per relation, as the model does); written the
-fast way for CPU (one GEMM for the in-batch negatives of all relations, product-and-sum scores).
-Both read the same in-memory edges of the original's graph shape (424k users, 72k tweets, four
-user -> tweet relations), and use the same dim, batch, negatives, translation operator, loss
-weighting and learning rates, on the same device (a GPU when there is one). The training math runs
-on one CPU thread in both; they run interleaved, several repeats; ratios are of medians.
+Graph (PyTorch-BigGraph's comparison in issue 11): 2 M edges among 150 k entities of one type, Zipf
+popularity on both ends, 4 relations, translation operator, d=64, Adagrad on the tables (SGD on the
+relation vectors), logistic loss (the original's weighted BCE). Generated once and cached under
+/tmp (`--graph_dir`), never in the repo.
 
-The headline is at `--batch` (4096 edges per step); `--small_batch` (500, the original's local
-config) is measured in the same run and reported as its own ratio: there torchrec's fixed per-step
-cost (the sharded lookup's Python, ~0.5 ms) weighs more than at training-size batches.
+Settings, each with its own ratio:
+- headline: batch 1000, 100 negatives per edge and side = 50 in-batch + 50 uniform, chunks of 50
+  sharing them (PBG's defaults);
+- local: the original's config/local.yaml setting, batch 500 and 10 in-batch negatives.
 
-    .venv/bin/python bench/twhin_train.py [--batch 4096] [--small_batch 500] [--in_batch_negatives 10]
-        [--global_negatives 0] [--optimizer sgd|adagrad] [--dim 64] [--prefetch 2] [--steps 0] [--repeats 7]
+Both sides read the SAME batch stream: one `EdgesDataset.dataloader` (shuffle, chunking, uniform
+draws, KJT layout) with `--prefetch` batches prepared ahead by its background thread, as training
+does; each timed repeat of either side pulls its next batches from it, so data preparation
+overlaps both sides alike. Inside the timed region, both sides do forward, loss, backward and the
+optimizer updates of one batch per step:
+- ours: `TwhinModelAndLoss` under DistributedModelParallel (world size 1; fused TBE Adagrad in
+  backward) driven by `TrainStepRunner` (what the training loop runs) plus the LR scheduler;
+- plain: what a competent engineer writes in plain PyTorch for the same layout: one
+  `nn.Embedding(sparse=True)` lookup per table of the batch's ids, the chunks' [C, D] x [D, C + G]
+  products with `torch.bmm`, the same masks and loss, `torch.optim.Adagrad` on the sparse
+  gradients (SGD on the relation vectors).
+Same dims, learning rates, threads; warm-up first; repeats interleaved (ours, plain, ours, ...);
+ratios are of medians.
+
+Cores: the headline runs in a child process pinned to 2 cores with 2 torch threads, and again pinned
+to 1 core with 1 thread (the prefetch thread shares the pinned cores), so the 2-vs-1 figure is a
+real use of the second core. Thread counts are set once per process.
+
+    .venv/bin/python bench/twhin_train.py [--repeats 7] [--edges_per_repeat 60000] [--prefetch 2]
 """
 from __future__ import annotations
 
 import argparse
-import gc
+import json
 import os
+import platform
 import statistics
-import tempfile
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-
-from tml.common.allocator import keep_freed_memory  # noqa: E402
-from tml.common.device import setup_and_get_device, teardown  # noqa: E402
-from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings  # noqa: E402
-from tml.core.train_pipeline import TrainStepRunner  # noqa: E402
-from tml.ml_logging.torch_logging import logging  # noqa: E402
-from tml.projects.twhin.data.config import TwhinDataConfig  # noqa: E402
-from tml.projects.twhin.data.edges import EdgesDataset  # noqa: E402
-from tml.projects.twhin.data.schema import GraphSchema  # noqa: E402
-from tml.projects.twhin.models.config import TwhinModelConfig  # noqa: E402
-from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers  # noqa: E402
-from tml.projects.twhin.optimizer import build_optimizer  # noqa: E402
-from tml.projects.twhin.scripts.package_data import write_edges  # noqa: E402
-
-# The original's config/local.yaml graph: users and tweets, four user -> tweet relations.
-USERS, TWEETS, RELATIONS = 424_241, 72_543, ("fav", "reply", "retweet", "magic_recs")
-TABLE_LR, RELATION_LR, ADAGRAD_EPS = 0.01, 0.05, 1e-8
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad}  # both take sparse gradients
+ENTITIES, RELATIONS, DIM = 150_000, 4, 64
+GRAPH_EDGES = 2_000_000
+ZIPF_EXPONENT = 1.0
+TABLE_LR, RELATION_LR, ADAGRAD_EPS = 0.05, 0.01, 1e-8
+SETTINGS = {  # name: (batch, in-batch negatives, uniform negatives, chunk size)
+    "headline": (1000, 50, 50, 50),
+    "local": (500, 10, 0, None),
+}
 
 
-def model_config(dim: int, optimizer: str = "sgd") -> TwhinModelConfig:
-    settings = {"lr": TABLE_LR, **({"eps": ADAGRAD_EPS} if optimizer == "adagrad" else {})}
+def cpu_description() -> str:
+    model, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    return f"{model} flags={','.join(wanted) or 'none'} cpus={os.cpu_count()}"
+
+
+def graph_file(graph_dir: str) -> str:
+    """The cached Zipf graph (written on first use)."""
+    path = os.path.join(graph_dir, f"zipf_{GRAPH_EDGES}_{ENTITIES}_{RELATIONS}.parquet")
+    if not os.path.exists(path):
+        from tml.projects.twhin.scripts.package_data import write_edges
+
+        rng = np.random.default_rng(0)
+        popularity = 1.0 / np.arange(1, ENTITIES + 1) ** ZIPF_EXPONENT
+        popularity /= popularity.sum()
+        ids = rng.permutation(ENTITIES)  # popular entities spread over the table
+        lhs = ids[rng.choice(ENTITIES, GRAPH_EDGES, p=popularity)]
+        rhs = ids[rng.choice(ENTITIES, GRAPH_EDGES, p=popularity)]
+        rel = rng.integers(0, RELATIONS, GRAPH_EDGES)
+        write_edges(path + ".tmp", lhs, rel, rhs)
+        os.replace(path + ".tmp", path)
+    return path
+
+
+# ------------------------------------------------------------------------ one measuring process
+
+
+def model_config():
+    from tml.projects.twhin.models.config import TwhinModelConfig
+
     return TwhinModelConfig.model_validate({
-        "embeddings": {"tables": [
-            {"name": name, "num_embeddings": rows, "embedding_dim": dim, "data_type": "fp32",
-             "optimizer": {optimizer: settings}}
-            for name, rows in (("user", USERS), ("tweet", TWEETS))
-        ]},
-        "relations": [{"name": name, "lhs": "user", "rhs": "tweet"} for name in RELATIONS],
+        "embeddings": {"tables": [{
+            "name": "entity", "num_embeddings": ENTITIES, "embedding_dim": DIM, "data_type": "fp32",
+            "optimizer": {"adagrad": {"lr": TABLE_LR, "eps": ADAGRAD_EPS}},
+        }]},
+        "relations": [{"name": f"r{i}", "lhs": "entity", "rhs": "entity"} for i in range(RELATIONS)],
         "translation_optimizer": {"sgd": {"lr": RELATION_LR}},
     })
 
 
-# ------------------------------------------------------------------------ the plain-PyTorch step
+def make_plain(torch, nn, F):
+    """The plain-PyTorch model and step (see the module doc)."""
+
+    class PlainTwhin(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entity = nn.Embedding(ENTITIES, DIM, sparse=True)
+            nn.init.uniform_(self.entity.weight, -0.01, 0.01)
+            self.relations = nn.Parameter(torch.rand(RELATIONS, DIM))
+
+    def step(model, optimizers, batch) -> None:
+        layout = batch.layout
+        chunks, size, block = layout.num_chunks, layout.chunk_size, layout.block_size
+        rows = model.entity(batch.nodes["entity"].values())  # one lookup: both sides' blocks
+        lhs_block = rows[: layout.side_lookups].view(chunks, block, DIM)
+        rhs_block = rows[layout.side_lookups :].view(chunks, block, DIM)
+        lhs, rhs = lhs_block[:, :size], rhs_block[:, :size]
+        relation = model.relations[batch.rels].view(chunks, size, DIM)
+        head_query = rhs + relation  # score(l, r, x) = l . (x + r) = x . l + l . r
+        tail_bias = (lhs * relation).sum(-1)
+        positive = (lhs * head_query).sum(-1)
+        negative = (F.softplus(torch.bmm(head_query, lhs_block.transpose(1, 2)))
+                    + F.softplus(torch.bmm(lhs, rhs_block.transpose(1, 2)) + tail_bias.unsqueeze(-1)))
+        weights = batch.weights.view(chunks, size)
+        share = (weights / (2 * layout.negatives_per_edge)).unsqueeze(-1) * layout.negative_mask
+        pairs = weights.numel() + 2 * chunks * layout.negatives_per_edge.sum()
+        loss = ((weights * F.softplus(-positive)).sum() + (share * negative).sum()) / pairs
+        for optimizer in optimizers:
+            optimizer.zero_grad()
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+
+    return PlainTwhin, step
 
 
-class PlainTwhin(nn.Module):
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.user = nn.Embedding(USERS, dim, sparse=True)
-        self.tweet = nn.Embedding(TWEETS, dim, sparse=True)
-        self.relations = nn.Parameter(torch.rand(len(RELATIONS), dim))
+def measure_setting(args, name: str, cores: int) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
 
+    from tml.common.device import setup_and_get_device
+    from tml.common.sharding import maybe_shard_model
+    from tml.core.train_pipeline import TrainStepRunner
+    from tml.projects.twhin.data.edges import EdgesDataset
+    from tml.projects.twhin.data.schema import GraphSchema
+    from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
+    from tml.projects.twhin.optimizer import build_optimizer
 
-def relation_negatives(rel: torch.Tensor, count: int) -> torch.Tensor:
-    """[R, count] per relation: a random permutation of its edges in the batch, repeated (-1: none)."""
-    order = torch.argsort(rel + torch.rand(len(rel), dtype=torch.float64, device=rel.device))  # by relation, random within
-    sizes = torch.bincount(rel, minlength=len(RELATIONS))
-    positions = (sizes.cumsum(0) - sizes)[:, None] + torch.arange(count, device=rel.device) % sizes.clamp(min=1)[:, None]
-    return torch.where(sizes[:, None] > 0, order[positions.clamp(max=len(rel) - 1)], -1)
-
-
-def plain_step(model: PlainTwhin, optimizers: list[torch.optim.Optimizer], lhs, rel, rhs, in_batch: int, sampled: int):
-    size, device = rel.shape[0], rel.device
-    lhs_rows, rhs_rows, relation = model.user(lhs), model.tweet(rhs), model.relations.index_select(0, rel)
-    head_query = rhs_rows + relation  # score(l, r, x) = l . (x + r): scores lhs candidates
-    tail_bias = (lhs_rows * relation).sum(-1)  # ... = x . l + l . r: scores rhs candidates
-
-    def in_batch_scores(rows, query):  # each edge against its relation's shared negatives: one GEMM
-        negatives = relation_negatives(rel, in_batch)
-        mine = negatives[rel]
-        scores = (query @ rows[negatives.clamp(min=0).flatten()].T).gather(1, rel[:, None] * in_batch + torch.arange(in_batch, device=device))
-        return scores, (mine >= 0) & (mine != torch.arange(size, device=device)[:, None])  # never the edge itself
-
-    lhs_scores, lhs_exist = in_batch_scores(lhs_rows, head_query)
-    rhs_scores, rhs_exist = in_batch_scores(rhs_rows, lhs_rows)
-    logits = [(lhs_rows * head_query).sum(-1), lhs_scores, rhs_scores + tail_bias[:, None]]
-    exist = [lhs_exist, rhs_exist]
-    if sampled:
-        logits += [(model.user(torch.randint(0, USERS, (size, sampled), device=device)) * head_query[:, None]).sum(-1),
-                   (model.tweet(torch.randint(0, TWEETS, (size, sampled), device=device)) * lhs_rows[:, None]).sum(-1) + tail_bias[:, None]]
-        exist += [torch.ones(size, sampled, dtype=torch.bool, device=device)] * 2
-    exist = torch.cat(exist, 1).float()
-    share = 1 / exist.sum(1, keepdim=True).clamp(min=1)  # an edge's negatives weigh as much as the edge
-    labels = torch.cat([torch.ones(size, device=device), torch.zeros(exist.numel(), device=device)])
-    weights = torch.cat([torch.ones(size, device=device), (exist * share).flatten()])
-    loss = F.binary_cross_entropy_with_logits(torch.cat([logits[0], torch.cat(logits[1:], 1).flatten()]), labels, weights)
-    for optimizer in optimizers:
-        optimizer.zero_grad()
-    loss.backward()
-    for optimizer in optimizers:
-        optimizer.step()
-    return loss
-
-
-# ------------------------------------------------------------------------------------- timing
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_ours(runner: TrainStepRunner, scheduler, batches, steps: int, device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        runner.step(batches)
-        scheduler.step()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-class PlainTrainer:
-    """Walks through the edges in order, a batch per step (the edges are already in random order)."""
-
-    def __init__(self, dim: int, edges: dict[str, np.ndarray], batch: int, in_batch: int, sampled: int,
-                 optimizer: str = "sgd", device: torch.device = torch.device("cpu")) -> None:
-        self.device = device
-        self.model = PlainTwhin(dim).to(device)
-        tables = [self.model.user.weight, self.model.tweet.weight]
-        extra = {"eps": ADAGRAD_EPS} if optimizer == "adagrad" else {}
-        self.optimizers = [OPTIMIZERS[optimizer](tables, lr=TABLE_LR, **extra),
-                           torch.optim.SGD([self.model.relations], lr=RELATION_LR)]
-        self.edges = {name: torch.from_numpy(values).to(device) for name, values in edges.items()}
-        self.batch, self.in_batch, self.sampled = batch, in_batch, sampled
-        self.position = 0
-
-    def time(self, steps: int) -> float:
-        synchronize(self.device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            if self.position + self.batch > len(self.edges["rel"]):
-                self.position = 0
-            window = slice(self.position, self.position + self.batch)
-            lhs, rel, rhs = (self.edges[name][window] for name in ("lhs", "rel", "rhs"))
-            plain_step(self.model, self.optimizers, lhs, rel, rhs, self.in_batch, self.sampled)
-            self.position += self.batch
-        synchronize(self.device)
-        return time.perf_counter() - start
-
-
-def measure(args: argparse.Namespace, batch: int, steps: int, device: torch.device) -> tuple[list[float], list[float]]:
-    """(ours, plain) edges/s of each interleaved repeat at `batch` edges per step."""
-    config = model_config(args.dim, args.optimizer)
-    rng = np.random.default_rng(0)
-    columns = {"lhs": rng.integers(0, USERS, args.edges), "rel": rng.integers(0, len(RELATIONS), args.edges),
-               "rhs": rng.integers(0, TWEETS, args.edges)}
-    with tempfile.TemporaryDirectory() as data_dir:
-        write_edges(os.path.join(data_dir, "edges.parquet"), columns["lhs"], columns["rel"], columns["rhs"])
-        dataset = EdgesDataset(os.path.join(data_dir, "*.parquet"), GraphSchema.from_model_config(config),
-                               batch, args.in_batch_negatives, args.global_negatives, prefetch=args.prefetch)
-        dataset.edges()  # read once, as training does; the timed loop starts from memory
+    batch, in_batch, uniform, chunk = SETTINGS[name]
+    config = model_config()
+    dataset = EdgesDataset(graph_file(args.graph_dir), GraphSchema.from_model_config(config), batch, in_batch,
+                           uniform, prefetch=args.prefetch, chunk_size=chunk)
+    dataset.edges()  # read once, as training does; the timed loop starts from memory
     batches = dataset.dataloader(num_epochs=None)
+    device = setup_and_get_device()
 
     torch.manual_seed(0)
     module = TwhinModel(config)
@@ -186,72 +165,112 @@ def measure(args: argparse.Namespace, batch: int, steps: int, device: torch.devi
     ours = maybe_shard_model(TwhinModelAndLoss(module), device)
     optimizer, scheduler = build_optimizer(ours, config)
     runner = TrainStepRunner(ours, optimizer, device)
-    plain = PlainTrainer(args.dim, columns, batch, args.in_batch_negatives, args.global_negatives, args.optimizer,
-                         device)
 
-    time_ours(runner, scheduler, batches, max(steps // 5, 5), device)  # warm-up: tracing, allocator, prefetch
-    plain.time(max(steps // 5, 5))
+    PlainTwhin, plain_step = make_plain(torch, nn, F)
+    plain = PlainTwhin()
+    plain_optimizers = [torch.optim.Adagrad([plain.entity.weight], lr=TABLE_LR, eps=ADAGRAD_EPS),
+                        torch.optim.SGD([plain.relations], lr=RELATION_LR)]
+
+    def time_ours(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            runner.step(batches)
+            scheduler.step()
+        return time.perf_counter() - start
+
+    def time_plain(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            plain_step(plain, plain_optimizers, next(batches))
+        return time.perf_counter() - start
+
+    edges_per_step = dataset.batch_size
+    steps = max(10, args.edges_per_repeat // edges_per_step)
+    time_ours(max(5, steps // 4))  # warm-up: allocator, kernels, prefetch buffer
+    time_plain(max(5, steps // 4))
     ours_rates, plain_rates = [], []
     for _ in range(args.repeats):
-        ours_rates.append(steps * batch / time_ours(runner, scheduler, batches, steps, device))
-        plain_rates.append(steps * batch / plain.time(steps))
-    return ours_rates, plain_rates
+        ours_rates.append(steps * edges_per_step / time_ours(steps))
+        plain_rates.append(steps * edges_per_step / time_plain(steps))
+    del batches  # stops the prefetch thread
+    return {"ours": ours_rates, "plain": plain_rates, "steps": steps, "edges_per_step": edges_per_step}
 
 
-def steps_for(batch: int, requested: int) -> int:
-    """Steps per timed repeat: `requested`, or about 250k edges (0.3-0.6 s here) when 0."""
-    return requested or max(20, min(500, 250_000 // batch))
+def worker(args) -> None:
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.cores]))
+    import torch
+
+    torch.set_num_threads(args.cores)
+    from tml.common.allocator import keep_freed_memory
+    from tml.common.sharding import quiet_torchrec_warnings
+    from tml.ml_logging.torch_logging import logging
+
+    keep_freed_memory()  # as run.py does; process-wide, so the plain step gets it too
+    quiet_torchrec_warnings()
+    logging.setLevel("WARNING")
+    from tml.common.device import teardown
+
+    results = {name: measure_setting(args, name, args.cores) for name in args.settings.split(",")}
+    print("JSON " + json.dumps(results), flush=True)
+    teardown()  # the process group; the prefetch threads are stopped at exit (common.prefetch)
+
+
+def run_worker(args, cores: int, settings: str) -> dict:
+    command = [sys.executable, __file__, "--worker", "--cores", str(cores), "--settings", settings,
+               "--repeats", str(args.repeats), "--edges_per_repeat", str(args.edges_per_repeat),
+               "--prefetch", str(args.prefetch), "--graph_dir", args.graph_dir]
+    env = {**os.environ, "OMP_NUM_THREADS": str(cores)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("JSON ")]
+    if done.returncode != 0 or not lines:
+        sys.stderr.write(done.stdout + done.stderr)
+        raise SystemExit(f"measuring process ({cores} cores) failed with exit code {done.returncode}")
+    return json.loads(lines[-1][5:])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4096, help="Edges per step of the headline figure.")
-    parser.add_argument("--small_batch", type=int, default=500,
-                        help="A second batch size measured in the same run (the original's config/local.yaml "
-                        "uses 500); 0 = skip.")
-    parser.add_argument("--in_batch_negatives", type=int, default=10)
-    parser.add_argument("--global_negatives", type=int, default=0)
-    parser.add_argument("--prefetch", type=int, default=TwhinDataConfig.model_fields["prefetch"].default,
-                        help="Batches EdgesDataset prepares ahead in a thread (the config's default; 0 = inline).")
-    parser.add_argument("--steps", type=int, default=0, help="Steps per timed repeat; 0 = about 250k edges.")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--edges", type=int, default=200_000)
-    parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="sgd",
-                        help="Of the tables (the original's config uses sgd; ours use adagrad).")
+    parser.add_argument("--edges_per_repeat", type=int, default=60_000)
+    parser.add_argument("--prefetch", type=int, default=2, help="Batches prepared ahead by the data thread.")
+    parser.add_argument("--graph_dir", default="/tmp/tml_bench_twhin")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--cores", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default="headline,local", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    keep_freed_memory()  # as run.py does; process-wide, so the plain step gets it too
-    quiet_torchrec_warnings()
-    logging.setLevel("WARNING")
-    device = setup_and_get_device()
+    if args.worker:
+        worker(args)
+        return
+    os.makedirs(args.graph_dir, exist_ok=True)
+    graph_file(args.graph_dir)
+    two = run_worker(args, 2, "headline,local")
+    one = run_worker(args, 1, "headline")
+    median = statistics.median
+    print(f"cpu: {cpu_description()}")
+    print(f"graph: {GRAPH_EDGES} edges, {ENTITIES} entities (Zipf {ZIPF_EXPONENT}), {RELATIONS} relations, d={DIM}, "
+          f"translation, logistic loss, Adagrad lr {TABLE_LR}; prefetch={args.prefetch} repeats={args.repeats}")
+    for label, result in (("2 cores", two), ("1 core", one)):
+        for name, figures in result.items():
+            batch, in_batch, uniform, chunk = SETTINGS[name]
+            ours, plain = figures["ours"], figures["plain"]
+            print(f"{label}, {name} (batch {batch}, {in_batch} in-batch + {uniform} uniform negatives per side, "
+                  f"chunks of {chunk or 'default'}; {figures['steps']} steps per repeat): ours edges/s median "
+                  f"{median(ours):.0f} (min {min(ours):.0f}, max {max(ours):.0f}); plain median {median(plain):.0f} "
+                  f"(min {min(plain):.0f}, max {max(plain):.0f})")
 
-    batches = [args.batch] + ([args.small_batch] if args.small_batch else [])
-    results = {}
-    for batch in batches:
-        results[batch] = measure(args, batch, steps_for(batch, args.steps), device)
-        gc.collect()  # the finished measurement's prefetch thread stops with its iterator
-    print(f"threads={torch.get_num_threads()} device={device.type} dim={args.dim} in_batch_negatives="
-          f"{args.in_batch_negatives} global_negatives={args.global_negatives} optimizer={args.optimizer} "
-          f"prefetch={args.prefetch} repeats={args.repeats}")
-    for batch, (ours_rates, plain_rates) in results.items():
-        print(f"batch {batch} ({steps_for(batch, args.steps)} steps per repeat): "
-              f"ours edges/s median {statistics.median(ours_rates):.0f} (min {min(ours_rates):.0f}, max "
-              f"{max(ours_rates):.0f}); plain median {statistics.median(plain_rates):.0f} (min "
-              f"{min(plain_rates):.0f}, max {max(plain_rates):.0f})")
+    def ratio(result: dict, name: str) -> float:
+        return median(result[name]["ours"]) / median(result[name]["plain"])
 
-    def ratio(batch: int) -> float:
-        ours_rates, plain_rates = results[batch]
-        return statistics.median(ours_rates) / statistics.median(plain_rates)
-
-    print(f"RESULT twhin_train_vs_plain_ratio={ratio(args.batch):.3f}")
-    if args.small_batch:
-        print(f"RESULT twhin_train_vs_plain_batch_{args.small_batch}_ratio={ratio(args.small_batch):.3f}")
-    for batch in batches:
-        suffix = "" if batch == args.batch else f"_batch_{batch}"
-        print(f"RESULT twhin_train_edges_per_s{suffix}={statistics.median(results[batch][0]):.0f}")
-        print(f"RESULT plain_twhin_train_edges_per_s{suffix}={statistics.median(results[batch][1]):.0f}")
-    teardown()  # the process group; the prefetch threads are stopped at exit (common.prefetch)
+    print(f"RESULT twhin_train_vs_plain_ratio={ratio(two, 'headline'):.3f}")
+    print(f"RESULT twhin_train_edges_per_s={median(two['headline']['ours']):.0f}")
+    print(f"RESULT twhin_train_vs_plain_batch_500_ratio={ratio(two, 'local'):.3f}")
+    print(f"RESULT twhin_train_2_vs_1_core_ratio={median(two['headline']['ours']) / median(one['headline']['ours']):.3f}")
+    print(f"RESULT plain_twhin_train_edges_per_s={median(two['headline']['plain']):.0f}")
+    print(f"RESULT twhin_train_edges_per_s_batch_500={median(two['local']['ours']):.0f}")
+    print(f"RESULT plain_twhin_train_edges_per_s_batch_500={median(two['local']['plain']):.0f}")
+    print(f"RESULT twhin_train_edges_per_s_1_core={median(one['headline']['ours']):.0f}")
+    print(f"RESULT plain_twhin_train_edges_per_s_1_core={median(one['headline']['plain']):.0f}")
+    print(f"RESULT twhin_train_vs_plain_1_core_ratio={ratio(one, 'headline'):.3f}")
 
 
 if __name__ == "__main__":

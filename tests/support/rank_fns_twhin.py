@@ -88,7 +88,7 @@ def logits_against_tables(rank: int, world_size: int, config_json: str, edges_js
     the config's); this rank's positive logits and the same scores computed from the full tables."""
     import json
 
-    from tml.projects.twhin.data.edges import edges_to_batch
+    from tml.projects.twhin.data.edges import edges_to_batches
     from tml.projects.twhin.metrics import gather_dense_tables, unwrap_twhin_model
 
     quiet_torchrec_warnings()
@@ -98,18 +98,26 @@ def logits_against_tables(rank: int, world_size: int, config_json: str, edges_js
     apply_optimizers(module.model, config)
     constraints = {name: TableShardingConfig(sharding_type="table_wise") for name in config.table_names}
     model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=constraints)
+    model.eval()
     schema = GraphSchema.from_model_config(config)
     edges = EdgeArrays.from_lists(**json.loads(edges_json)[rank])
-    batch = edges_to_batch(edges, schema, in_batch_negatives=2, global_negatives=1, rng=np.random.default_rng(rank))
+    batches = edges_to_batches(edges, schema, len(edges), in_batch_negatives=2, global_negatives=1,
+                               rng=np.random.default_rng(rank))
+    positives, scored = [], []
     with torch.no_grad():
-        _, outputs = model(batch)
-        keys = model.module.model.large_embeddings(batch.nodes).keys()
+        for batch in batches:
+            _, outputs = model(batch)
+            real = batch.weights > 0
+            positives += outputs["logits"][: batch.num_edges][real].tolist()
+            lhs, rhs = batch.edge_nodes()
+            scored += list(zip(lhs[real].tolist(), batch.rels[real].tolist(), rhs[real].tolist()))
+        keys = model.module.model.large_embeddings(batches[0].nodes).keys()
     tables = gather_dense_tables(model, config.table_names)
     twhin = unwrap_twhin_model(model)
     expected = []
     with torch.no_grad():
-        for lhs, rel, rhs in zip(edges.lhs, edges.rel, edges.rhs):
+        for lhs, rel, rhs in scored:
             relation = config.relations[rel]
             score = twhin.score(tables[relation.lhs][lhs], torch.tensor(rel), tables[relation.rhs][rhs])
             expected.append(float(score))
-    return {"keys": list(keys), "positives": outputs["logits"][: len(edges)].tolist(), "expected": expected}
+    return {"keys": list(keys), "positives": positives, "expected": expected}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from tml.core.config import BaseConfig
 
@@ -17,13 +17,20 @@ class TwhinDataConfig(BaseConfig):
     per_replica_batch_size: PositiveInt = Field(description="Edges per batch on each rank.")
     global_negatives: NonNegativeInt = Field(
         0,
-        description="Per edge and per side, this many negatives drawn uniformly from the whole table of "
-        "that side (the lhs or rhs node type of the edge's relation).",
+        description="Per edge and per side, this many uniform negatives: nodes drawn uniformly from the "
+        "side's table (the lhs or rhs node type of the edge's relation), once per chunk and shared by its "
+        "edges (PyTorch-BigGraph's num_uniform_negs).",
     )
     in_batch_negatives: NonNegativeInt = Field(
         10,
-        description="Per edge and per side, this many negatives taken from the other edges of the same "
-        "relation in the batch (the edge's own nodes are never drawn).",
+        description="Per edge and per side, this many in-batch negatives: the nodes of the first this many "
+        "edges of the edge's chunk (its own node excluded). At most `chunk_size`.",
+    )
+    chunk_size: Optional[PositiveInt] = Field(
+        None,
+        description="Edges that share their negatives: each chunk's negative scores are one matrix product "
+        "per side. None = 50 (PyTorch-BigGraph's), at least in_batch_negatives, at most the batch. Batches "
+        "are rounded up to whole chunks.",
     )
     limit: Optional[PositiveInt] = Field(
         None,
@@ -49,3 +56,12 @@ class TwhinDataConfig(BaseConfig):
     weight_column: str = Field(
         "weight", description="Column of edge weights, used when the files have it; otherwise every edge weighs 1."
     )
+
+    @model_validator(mode="after")
+    def _check_chunk_size(self) -> "TwhinDataConfig":
+        if self.chunk_size is not None and self.in_batch_negatives > self.chunk_size:
+            raise ValueError(
+                f"in_batch_negatives ({self.in_batch_negatives}) are taken from the edge's chunk: they cannot "
+                f"exceed chunk_size ({self.chunk_size})."
+            )
+        return self

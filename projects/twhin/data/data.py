@@ -39,4 +39,5 @@ def create_dataset(
         rank=get_rank() if rank is None else rank,
         world_size=get_world_size() if world_size is None else world_size,
         columns=column_names(data_config),
+        chunk_size=data_config.chunk_size,
     )

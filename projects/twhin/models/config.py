@@ -27,6 +27,35 @@ class Operator(str, enum.Enum):
     COMPLEX_DIAGONAL = "complex_diagonal"
 
 
+class LossKind(str, enum.Enum):
+    """How an edge's score is compared with its negatives' (PyTorch-BigGraph's three losses).
+
+    logistic: weighted BCE over the positive (label 1) and each negative (label 0), the negatives of
+              an edge sharing its weight (the original's loss).
+    softmax:  cross-entropy of the positive against the positive and its negatives, per side.
+    ranking:  margin hinge max(0, margin - positive + negative) for every negative.
+    """
+
+    LOGISTIC = "logistic"
+    SOFTMAX = "softmax"
+    RANKING = "ranking"
+
+
+class Regularizer(str, enum.Enum):
+    """Penalty on the rows a batch touches (its edges' nodes and relation vectors)."""
+
+    NONE = "none"
+    L2 = "l2"  # sum of squares
+    N3 = "n3"  # sum of cubed absolute values (Lacroix et al. 2018; for ComplEx / DistMult)
+
+
+class TwhinLossConfig(BaseConfig):
+    kind: LossKind = Field(LossKind.LOGISTIC, description="logistic (the original's), softmax or ranking.")
+    margin: float = Field(0.1, gt=0, description="Margin of the ranking loss.")
+    regularizer: Regularizer = Field(Regularizer.NONE, description="Penalty on the rows a batch touches.")
+    regularization_weight: float = Field(0.0, ge=0, description="Weight of the penalty (per edge).")
+
+
 class Relation(BaseConfig):
     name: str = Field(description="Relation name (its index in `relations` is the `rel` value in the data).")
     lhs: str = Field(description="Table (node type) of the left-hand node.")
@@ -57,6 +86,14 @@ class TwhinModelConfig(BaseConfig):
     translation_optimizer: OptimizerConfig = Field(
         description="Dense optimizer (and LR schedule) of the relation vectors."
     )
+    relation_aware: bool = Field(
+        False,
+        description="Reciprocal relations: ranking rhs candidates uses a second vector per relation (the "
+        "relation read backwards, rows R.. of the relation vectors), so both head and tail ranking depend "
+        "on the relation (PyTorch-BigGraph's knowledge-graph setting). Off: the original's single operator, "
+        "whose translation ranks tails without looking at the relation.",
+    )
+    loss: TwhinLossConfig = Field(TwhinLossConfig(), description="Loss and optional regularisation.")
 
     @model_validator(mode="after")
     def _check_relations(self) -> "TwhinModelConfig":

@@ -2,41 +2,32 @@
 
 Fixes against the original: negatives are labelled 0 (B2); relation vectors are a trained parameter
 (B3); negatives are scored by the relation's operator exactly like the positives (B4).
+
+A batch comes in PyTorch-BigGraph's layout (`data.edges.ChunkLayout`): chunks of C edges that share
+their C + G candidate rows per side. Each side's rows are read from the pooled output by the table's
+key (so any sharding plan's key order works) as a [K, C + G, D] block, and every negative score is
+part of one batched matrix product: [K, C, D] queries x [K, D, C + G] candidates.
 """
 from __future__ import annotations
 
 import re
-from typing import Callable, Optional, Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
-from torchrec.sparse.jagged_tensor import KeyedTensor
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from tml.common.modules.embedding.embedding import LargeEmbeddings
 from tml.core.optimizers import get_embedding_optimizer, get_learning_rate
-from tml.projects.twhin.data.edges import EdgeBatch
+from tml.projects.twhin.data.edges import SIDES, EdgeBatch
 from tml.projects.twhin.models.config import Operator, TwhinModelConfig
-from tml.projects.twhin.models.edge_scores import edge_scores, translation_edge_scores
-from tml.projects.twhin.models.gathered_dots import gathered_dots
-from tml.projects.twhin.models.operators import OPERATORS, ScoringOperator
-from tml.projects.twhin.models.pooled_rows import take_rows, take_side_blocks
+from tml.projects.twhin.models.losses import LOSSES, ChunkScores, regularization
+from tml.projects.twhin.models.operators import OPERATORS, Query, ScoringOperator
 
-# torchrec's pipelines trace the forward with torch.fx: the custom autograd functions stay one call.
-torch.fx.wrap("gathered_dots")
-torch.fx.wrap("edge_scores")
-torch.fx.wrap("translation_edge_scores")
-torch.fx.wrap("take_rows")
-torch.fx.wrap("take_side_blocks")
-
-# Up to this many in-batch candidates per side (relations x in-batch negatives), every edge is scored
-# against all of them with one GEMM and keeps its own relation's block (R times more scores than
-# needed, but at GEMM speed; `edge_scores`); beyond, per edge (`gathered_dots`).
-SCORE_ALL_CANDIDATES_UP_TO = 512
-
-# The relation vectors' parameter name (the original's).
+# The relation vectors' parameter name (the original's). With reciprocal relations it holds 2R rows:
+# relation r, then relation r read backwards at row R + r.
 TRANSLATION_PARAM = "all_trans_embs"
 _TABLE_WEIGHT = re.compile(r"(?:^|\.)embedding_bags\.([^.]+)\.weight$")
 
@@ -47,32 +38,9 @@ def table_of_parameter(name: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
-# torchrec fuses tables with equal optimizer settings into one kernel, which then has ONE learning
-# rate. Tables that share settings and schedule keep sharing a kernel (one per step is cheaper
-# than two); where settings are equal but schedules differ, this fused param gives each table its
-# own kernel (its own param group), so each follows its schedule.
-_ONE_KERNEL_PER_TABLE = "use_one_tbe_per_table"
-
-
-def _gather(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """rows[index] as [*index.shape, D]. On CPU index_select is several times faster than advanced
-    indexing, forward (a plain copy) and backward (index_add instead of an accumulating index_put)."""
-    return rows.index_select(0, index.reshape(-1)).view(index.shape + rows.shape[-1:])
-
-
-def _dots(candidates: torch.Tensor, query: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """[B, k] scores candidates[b, i] . query[b] + bias[b]. A product and a sum: einsum would run B
-    tiny matrix products (bmm), about three times slower on CPU."""
-    scores = (candidates * query.unsqueeze(1)).sum(-1)
-    return scores if bias is None else scores + bias.unsqueeze(1)
-
-
 class TwhinModel(nn.Module):
-    """forward(EdgeBatch) -> {"logits", "labels", "weights"} over the positives followed by their
-    negatives (in-batch lhs-side, in-batch rhs-side, global lhs-side, global rhs-side; see
-    `EdgeBatch`), plus "probabilities" in eval mode. Negatives of an edge together weigh as much as
-    the edge itself (the batch carries the labels and weights of every scored pair).
-    """
+    """forward(EdgeBatch) -> ChunkScores. `head_query` / `tail_query` give the query vectors that
+    rank every lhs / rhs candidate of an edge; training and link-prediction evaluation share them."""
 
     def __init__(
         self,
@@ -86,6 +54,8 @@ class TwhinModel(nn.Module):
         self.config = model_config
         self.table_names = model_config.table_names
         self.embedding_dim = model_config.embedding_dim
+        self.relation_aware = model_config.relation_aware
+        self.num_relations = len(model_config.relations)
         self.large_embeddings = LargeEmbeddings(model_config.embeddings, device=device)
         kinds = [relation.operator for relation in model_config.relations]
         self._operator_kinds: list[Operator] = list(dict.fromkeys(kinds))
@@ -95,27 +65,22 @@ class TwhinModel(nn.Module):
             torch.tensor([self._operator_kinds.index(kind) for kind in kinds], dtype=torch.long),
             persistent=False,
         )
-        self._all_translation = self._operator_kinds == [Operator.TRANSLATION]
-        self._num_tables = len(self.table_names)
-        self._positions_by_keys: dict[tuple[str, ...], tuple[int, ...]] = {}
-        # Every relation from one table to another one: lookups need no gather (see `_edge_rows`).
-        lhs_tables = {self.table_names.index(relation.lhs) for relation in model_config.relations}
-        rhs_tables = {self.table_names.index(relation.rhs) for relation in model_config.relations}
-        self._side_tables: Optional[tuple[int, int]] = None
-        if len(lhs_tables) == 1 and len(rhs_tables) == 1 and lhs_tables != rhs_tables:
-            self._side_tables = (lhs_tables.pop(), rhs_tables.pop())
         self.all_trans_embs: Optional[nn.Parameter] = None
         if any(operator.uses_relation_vector for operator in self._operators):
             initial = torch.stack([OPERATORS[kind].initial_relation_vector(self.embedding_dim) for kind in kinds])
+            if self.relation_aware:
+                reverse = torch.stack([OPERATORS[kind].initial_relation_vector(self.embedding_dim) for kind in kinds])
+                initial = torch.cat([initial, reverse])
             dense_device = None if device is None or torch.device(device).type == "meta" else device
             self.all_trans_embs = nn.Parameter(initial.to(dense_device or "cpu"))
 
-    # The two query builders are shared by training and link-prediction evaluation.
-    def _query(
-        self, nodes: torch.Tensor, rels: torch.Tensor, side: str
-    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """(q, b) for one side; b is None where every operator's bias is zero (no op spent on it)."""
-        relation = _gather(self.all_trans_embs, rels) if self.all_trans_embs is not None else None
+    def _query(self, nodes: torch.Tensor, rels: torch.Tensor, side: str, reverse: bool = False) -> Query:
+        """(q, b) for [..., D] nodes and [...] relations (read backwards with `reverse`); b is None
+        where every operator's is zero."""
+        relation = None
+        if self.all_trans_embs is not None:
+            rows = rels + self.num_relations if reverse else rels
+            relation = self.all_trans_embs.index_select(0, rows.reshape(-1)).view(rels.shape + (-1,))
         if len(self._operators) == 1:
             return getattr(self._operators[0], f"{side}_query")(nodes, relation)
         query, bias = None, None
@@ -132,113 +97,78 @@ class TwhinModel(nn.Module):
                 bias = torch.where(mine, this_bias, bias)
         return query, bias
 
+    def _head_query(self, rhs: torch.Tensor, rels: torch.Tensor) -> Query:
+        return self._query(rhs, rels, "head")
+
+    def _tail_query(self, lhs: torch.Tensor, rels: torch.Tensor) -> Query:
+        if self.relation_aware:  # the reverse relation ranks the rhs as the forward one ranks the lhs
+            return self._query(lhs, rels, "head", reverse=True)
+        return self._query(lhs, rels, "tail")
+
     def tail_query(self, lhs: torch.Tensor, rels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q, b) with score(lhs, rel, x) = x . q + b, for [..., D] lhs rows and [...] relations."""
-        query, bias = self._query(lhs, rels, "tail")
+        """(q, b) with score(lhs, rel, x) = x . q + b for every rhs candidate x."""
+        query, bias = self._tail_query(lhs, rels)
         return query, bias if bias is not None else lhs.new_zeros(lhs.shape[:-1])
 
     def head_query(self, rhs: torch.Tensor, rels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q, b) with score(x, rel, rhs) = x . q + b."""
-        query, bias = self._query(rhs, rels, "head")
+        """(q, b) with score(x, rel, rhs) = x . q + b for every lhs candidate x."""
+        query, bias = self._head_query(rhs, rels)
         return query, bias if bias is not None else rhs.new_zeros(rhs.shape[:-1])
 
     def score(self, lhs: torch.Tensor, rels: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+        """Score of edges as rhs candidates see it (with reciprocal relations, the reverse relation's)."""
         query, bias = self.tail_query(lhs, rels)
         return (rhs * query).sum(-1) + bias
 
-    def _edge_rows(self, batch: EdgeBatch) -> tuple[torch.Tensor, ...]:
-        """Rows of (lhs nodes [B], rhs nodes [B], lhs-side [B * G] and rhs-side [B * G] global
-        negatives), from the pooled output in the batch's compact layout; taken by position, since
-        every table has the same dim."""
+    def _relation_rows(self, rels: torch.Tensor) -> list[torch.Tensor]:
+        if self.all_trans_embs is None:
+            return []
+        rows = [self.all_trans_embs[rels]]
+        return rows + [self.all_trans_embs[rels + self.num_relations]] if self.relation_aware else rows
+
+    def forward(self, batch: EdgeBatch) -> ChunkScores:
         embedded = self.large_embeddings(batch.nodes)
-        pooled = embedded.values()
-        size = batch.rels.shape[0]
-        sampled = (batch.lookup_rows.shape[0] - 2 * size) // 2
-        if self._side_tables is not None:
-            positions = self._pooled_positions(embedded)
-            lhs_table, rhs_table = self._side_tables
-            parts = take_side_blocks(pooled, self.embedding_dim, positions[lhs_table], positions[rhs_table], size)
-        elif self._num_tables > 1:
-            rows = pooled.reshape(-1, self.embedding_dim)
-            parts = take_rows(rows, self._pooled_rows(embedded, batch.lookup_rows), [size, size, sampled, sampled])
+        if is_fx_symbolic_tracing():
+            # torchrec's pipelines trace the forward only to find what feeds the lookups.
+            return embedded.values()  # type: ignore[return-value]
+        layout = batch.layout
+        chunks, size = layout.num_chunks, layout.chunk_size
+        blocks = {}  # side -> [K, C + G, D]: each chunk's edge nodes, then its uniform draws
+        for table, rows in embedded.to_dict().items():
+            # Split, not sliced: a split's backward is one concatenation, a slice's a zero-filled copy.
+            sides = layout.sides_of(table)
+            if sides:
+                used = layout.side_lookups * len(sides)
+                parts = rows.split([layout.side_lookups] * len(sides) + [rows.shape[0] - used])
+                for side, part in zip(sides, parts):
+                    blocks[side] = part.view(chunks, layout.block_size, self.embedding_dim).float()
+        lhs = blocks["lhs"].split([size, layout.uniform_negatives], 1)[0]
+        rhs = blocks["rhs"].split([size, layout.uniform_negatives], 1)[0]
+        rels = batch.rels.view(chunks, size)
+        head_query, head_bias = self._head_query(rhs, rels)  # ranks lhs candidates
+        tail_query, tail_bias = self._tail_query(lhs, rels)  # ranks rhs candidates
+        negative_lhs = torch.bmm(head_query, blocks["lhs"].transpose(1, 2))
+        negative_rhs = torch.bmm(tail_query, blocks["rhs"].transpose(1, 2))
+        positive_lhs = (lhs * head_query).sum(-1)
+        if head_bias is not None:
+            positive_lhs, negative_lhs = positive_lhs + head_bias, negative_lhs + head_bias.unsqueeze(-1)
+        if tail_bias is not None:
+            negative_rhs = negative_rhs + tail_bias.unsqueeze(-1)
+        if self.relation_aware:
+            positive_rhs = (rhs * tail_query).sum(-1)
+            positive_rhs = positive_rhs if tail_bias is None else positive_rhs + tail_bias
         else:
-            parts = pooled.split([size, size, sampled, sampled])
-        # Indexed, not iterated: under fx tracing `parts` is one proxy. fp16 tables score in fp32.
-        return parts[0].float(), parts[1].float(), parts[2].float(), parts[3].float()
-
-    # The pooled output's tables come in the sharding plan's order (with several ranks, tables placed
-    # on different ranks are grouped by rank), while a batch addresses them in config order.
-    def _pooled_positions(self, embedded: KeyedTensor) -> tuple[int, ...]:
-        """Position of each table (config order) among the pooled output's keys."""
-        if is_fx_symbolic_tracing():  # only the lookups' inputs are traced; any order will do
-            return tuple(range(self._num_tables))
-        keys = tuple(embedded.keys())
-        if keys not in self._positions_by_keys:
-            self._positions_by_keys[keys] = tuple(keys.index(name) for name in self.table_names)
-        return self._positions_by_keys[keys]
-
-    def _pooled_rows(self, embedded: KeyedTensor, lookup_rows: torch.Tensor) -> torch.Tensor:
-        """`lookup_rows` (position * T + table, in config order) in the pooled output's order."""
-        positions = self._pooled_positions(embedded)
-        if positions == tuple(range(self._num_tables)):
-            return lookup_rows
-        device = lookup_rows.device
-        shift = torch.tensor(positions, device=device) - torch.arange(self._num_tables, device=device)
-        return lookup_rows + shift[lookup_rows % self._num_tables]
-
-    def _in_batch_scores(
-        self,
-        rows: torch.Tensor,
-        negatives: torch.Tensor,
-        rels: torch.Tensor,
-        query: torch.Tensor,
-        bias: Optional[torch.Tensor],
-    ) -> torch.Tensor:
-        """[B, N] scores of each edge against its relation's shared negatives, one gather per edge
-        (`negatives` [R, N]: edge indices into `rows`, -1 = none; those weigh 0 in the loss)."""
-        scores = gathered_dots(rows, negatives.index_select(0, rels).clamp(min=0), query)
-        return scores if bias is None else scores + bias.unsqueeze(1)
-
-    def forward(self, batch: EdgeBatch) -> dict[str, torch.Tensor]:
-        # torchrec's pipelines trace this forward with torch.fx (only to find the embedding lookups):
-        # while tracing no branch may depend on the batch, so the global-negative scores, skipped
-        # when a batch has none, are always in the traced graph.
-        size = batch.rels.shape[0]
-        lhs, rhs, lhs_sampled, rhs_sampled = self._edge_rows(batch)
-        score_all = is_fx_symbolic_tracing() or batch.lhs_negatives.numel() <= SCORE_ALL_CANDIDATES_UP_TO
-        if self._all_translation and score_all:
-            # The original's operator, with its query math inside the scoring Function.
-            edges = translation_edge_scores(
-                lhs, rhs, self.all_trans_embs, batch.rels, batch.lhs_negatives, batch.rhs_negatives
-            )
-            tail_query, tail_bias, head_query, head_bias = lhs, edges[4], edges[3], None
-            logits = [edges[0], edges[1], edges[2]]  # indexed: under fx tracing, `edges` cannot be iterated
-        else:
-            tail_query, tail_bias = self._query(lhs, batch.rels, "tail")
-            head_query, head_bias = self._query(rhs, batch.rels, "head")
-            if score_all:
-                edges = edge_scores(
-                    lhs, rhs, tail_query, tail_bias, head_query, head_bias,
-                    batch.rels, batch.lhs_negatives, batch.rhs_negatives,
-                )
-                logits = [edges[0], edges[1], edges[2]]
-            else:
-                positives = (rhs * tail_query).sum(-1)
-                logits = [
-                    positives if tail_bias is None else positives + tail_bias,
-                    self._in_batch_scores(lhs, batch.lhs_negatives, batch.rels, head_query, head_bias),
-                    self._in_batch_scores(rhs, batch.rhs_negatives, batch.rels, tail_query, tail_bias),
-                ]
-        if is_fx_symbolic_tracing() or lhs_sampled.shape[0] > 0:
-            # [B, G, D]: uniform rows of the lhs table, and of the rhs table, G per edge.
-            lhs_sampled = lhs_sampled.view(size, -1, self.embedding_dim)
-            rhs_sampled = rhs_sampled.view(size, -1, self.embedding_dim)
-            logits += [_dots(lhs_sampled, head_query, head_bias), _dots(rhs_sampled, tail_query, tail_bias)]
-        all_logits = torch.cat([scores.reshape(-1) for scores in logits])
-        outputs = {"logits": all_logits, "labels": batch.pair_labels, "weights": batch.pair_weights}
-        if not self.training:  # metrics read them; the training step needs none
-            outputs["probabilities"] = torch.sigmoid(all_logits)
-        return outputs
+            positive_rhs = positive_lhs  # one score per edge: the two queries are its two factorings
+        return ChunkScores(
+            positive_lhs=positive_lhs,
+            positive_rhs=positive_rhs,
+            negative_lhs=negative_lhs,
+            negative_rhs=negative_rhs,
+            mask=layout.negative_mask.to(negative_lhs.device),
+            negatives_per_edge=layout.negatives_per_edge.to(negative_lhs.device),
+            weights=batch.weights.view(chunks, size),
+            touched=[lhs, rhs] + self._relation_rows(rels),
+        )
 
 
 def apply_optimizers(model: TwhinModel, model_config: TwhinModelConfig) -> None:
@@ -260,29 +190,50 @@ def apply_optimizers(model: TwhinModel, model_config: TwhinModelConfig) -> None:
         if len(schedules[settings(table.name)]) > 1:
             for param in params:
                 for fused_kwargs in param._optimizer_kwargs:
-                    fused_kwargs[_ONE_KERNEL_PER_TABLE] = True
-
-
-LossFn = Callable[..., torch.Tensor]
+                    fused_kwargs["use_one_tbe_per_table"] = True
 
 
 class TwhinModelAndLoss(nn.Module):
-    """forward(batch) -> (loss, outputs): the weighted BCE over positives and negatives, averaged
-    over all scored pairs (the original's normalisation)."""
+    """forward(batch) -> (loss, outputs): the loss chosen in the model config (plus the optional
+    regularisation of the rows the batch touches). In eval mode the outputs also hold every scored
+    pair's logit, label, weight and probability (what the AUC metric reads)."""
 
     def __init__(
         self,
         model: TwhinModel,
-        loss_fn: LossFn = F.binary_cross_entropy_with_logits,
+        loss_fn: object = None,
         data_config: object = None,
         device: Optional[torch.device] = None,
     ) -> None:
         super().__init__()
         del data_config, device  # the original's signature; nothing depends on them any more
+        if loss_fn not in (None, F.binary_cross_entropy_with_logits):
+            raise ValueError("TwhinModelAndLoss takes its loss from model.loss in the config; pass no loss_fn.")
         self.model = model
-        self.loss_fn = loss_fn
+        self.loss_config = model.config.loss
+        self.loss_fn = LOSSES[self.loss_config.kind]
 
     def forward(self, batch: EdgeBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        outputs = self.model(batch)
-        loss = self.loss_fn(outputs["logits"], outputs["labels"], weight=outputs["weights"])
-        return loss, {**outputs, "loss": loss.detach()}
+        scores = self.model(batch)
+        if is_fx_symbolic_tracing():
+            return scores.sum(), {}  # type: ignore[attr-defined]
+        loss = self.loss_fn(scores, margin=self.loss_config.margin)
+        if self.loss_config.regularization_weight > 0:
+            penalty = regularization(scores.touched, scores.weights, self.loss_config.regularizer)
+            loss = loss + self.loss_config.regularization_weight * penalty
+        outputs = {"loss": loss.detach()}
+        if not self.training:
+            outputs.update(scored_pairs(scores))
+        return loss, outputs
+
+
+def scored_pairs(scores: ChunkScores) -> dict[str, torch.Tensor]:
+    """Every scored pair flattened (positives, then lhs-side and rhs-side negatives), with labels and
+    the logistic loss's weights (0 where a block row is no negative)."""
+    positives = scores.positive_lhs.reshape(-1)
+    negative_weights = scores.negative_weights().reshape(-1)
+    logits = torch.cat([positives, scores.negative_lhs.reshape(-1), scores.negative_rhs.reshape(-1)])
+    labels = torch.cat([torch.ones_like(positives), torch.zeros_like(logits[positives.numel() :])])
+    weights = torch.cat([scores.weights.reshape(-1), negative_weights, negative_weights])
+    return {"logits": logits.detach(), "labels": labels, "weights": weights.detach(),
+            "probabilities": torch.sigmoid(logits.detach())}

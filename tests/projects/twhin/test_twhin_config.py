@@ -63,3 +63,20 @@ def test_unknown_field_in_data_config(tmp_path):
     path.write_text(text)
     with pytest.raises(ConfigError, match="limt"):
         load_config_from_yaml(TwhinConfig, str(path))
+
+
+def test_in_batch_negatives_cannot_exceed_the_chunk():
+    from tml.projects.twhin.data.config import TwhinDataConfig
+
+    with pytest.raises(ValueError, match=r"in_batch_negatives \(60\) .* cannot exceed chunk_size \(50\)"):
+        TwhinDataConfig(data_root="x", per_replica_batch_size=100, in_batch_negatives=60, chunk_size=50)
+    assert TwhinDataConfig(data_root="x", per_replica_batch_size=100, in_batch_negatives=50).chunk_size is None
+
+
+def test_loss_and_relation_awareness_are_configured_on_the_model():
+    config = model_config().model_validate({**model_config().model_dump(), "relation_aware": True,
+                                            "loss": {"kind": "softmax", "regularizer": "n3",
+                                                     "regularization_weight": 0.01}})
+    assert config.relation_aware and config.loss.kind.value == "softmax"
+    with pytest.raises(ValueError, match="kind"):
+        model_config().model_validate({**model_config().model_dump(), "loss": {"kind": "hinge"}})

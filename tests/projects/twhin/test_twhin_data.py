@@ -8,7 +8,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 
 from tml.projects.twhin.data.config import TwhinDataConfig
 from tml.projects.twhin.data.data import create_dataset
-from tml.projects.twhin.data.edges import EdgesDataset, edges_to_batch, sample_relation_negatives
+from tml.projects.twhin.data.edges import EdgesDataset, edges_to_batch, edges_to_batches
 from tml.projects.twhin.data.generate_random_graph import main as generate_main
 from tml.projects.twhin.data.reader import EdgeArrays, read_edges
 from tml.projects.twhin.data.schema import GraphSchema
@@ -37,59 +37,66 @@ def three_files(tmp_path):
     return str(tmp_path / "*")
 
 
-def test_kjt_holds_each_tables_lookups_compactly():
-    schema = GraphSchema.build({"user": 4, "author": 4}, [("likes", "user", "author"), ("follows", "user", "user")])
-    edges = EdgeArrays.from_lists(lhs=[0, 2, 2, 3], rel=[0, 1, 0, 0], rhs=[3, 1, 1, 0])
-    batch = edges_to_batch(edges, schema)
-    assert batch.labels.tolist() == [1, 1, 1, 1]
-    assert batch.nodes.keys() == ["user", "author"]
-    # lookups: lhs u0 u2 u2 u3 | rhs a3 u1 a1 a0 -> 5 user lookups, 3 author lookups, in lookup order
-    assert batch.nodes["user"].values().tolist() == [0, 2, 2, 3, 1]
-    assert batch.nodes["author"].values().tolist() == [3, 1, 0]
-    assert batch.nodes.stride() == 8  # "user" is an lhs and an rhs: it may get all 2B lookups
-    assert batch.nodes["user"].lengths().tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
-    assert batch.nodes["author"].lengths().tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
-    # row of lookup i in the pooled [stride, T * D] output viewed as [stride * T, D]: position * T + table
-    assert batch.lookup_rows.tolist() == [0, 2, 4, 6, 1, 8, 3, 5]
-    tables, ids = batch.lookups()
-    assert tables.tolist() == [0, 0, 0, 0, 1, 0, 1, 1] and ids.tolist() == [0, 2, 2, 3, 3, 1, 1, 0]
-    assert [ids.tolist() for ids in batch.edge_nodes()] == [[0, 2, 2, 3], [3, 1, 1, 0]]
-    assert batch.weights.tolist() == [1, 1, 1, 1]
-    assert batch.rels.tolist() == [0, 1, 0, 0]
+def test_layout_puts_each_chunks_nodes_then_its_uniform_draws_under_the_tables_key():
+    schema = GraphSchema.build({"user": 50, "author": 40}, [("likes", "user", "author"), ("follows", "user", "user")])
+    edges = EdgeArrays.from_lists(lhs=[0, 2, 2, 3, 4, 5], rel=[0, 0, 0, 0, 0, 0], rhs=[3, 1, 1, 0, 7, 8])
+    batch = edges_to_batch(edges, schema, in_batch_negatives=2, global_negatives=3, chunk_size=3,
+                           rng=np.random.default_rng(0))
+    layout = batch.layout
+    assert (layout.num_chunks, layout.chunk_size, layout.block_size, layout.side_lookups) == (2, 3, 6, 12)
+    assert batch.labels.tolist() == [1] * 6 and batch.weights.tolist() == [1] * 6
+    assert batch.nodes.keys() == ["user", "author"] and batch.nodes.length_per_key() == [12, 12]
+    assert batch.nodes.stride() == 24  # "user" is both sides of "follows": a batch of it gets 2 x 12 lookups
+    assert batch.nodes["user"].lengths().tolist() == [1] * 12 + [0] * 12
+    lhs, rhs = batch.side_ids("lhs"), batch.side_ids("rhs")
+    assert lhs[:, :3].tolist() == [[0, 2, 2], [3, 4, 5]] and rhs[:, :3].tolist() == [[3, 1, 1], [0, 7, 8]]
+    assert (lhs[:, 3:] < 50).all() and (rhs[:, 3:] < 40).all()  # uniform draws from the side's table
+    assert [ids.tolist() for ids in batch.edge_nodes()] == [[0, 2, 2, 3, 4, 5], [3, 1, 1, 0, 7, 8]]
+    # Negatives of the edge at each chunk position: the first N = 2 nodes but its own, and the 3 draws.
+    assert layout.negative_mask.int().tolist() == [[0, 1, 0, 1, 1, 1], [1, 0, 0, 1, 1, 1], [1, 1, 0, 1, 1, 1]]
+    assert layout.negatives_per_edge.tolist() == [4, 4, 5]
 
 
-def test_pooled_rows_follow_lookup_rows():
-    """Pooling the KJT with an EmbeddingBagCollection and taking `lookup_rows` gives each lookup's row."""
-    schema = GraphSchema.build({"user": 5, "author": 3}, [("likes", "user", "author"), ("follows", "user", "user")])
-    edges = EdgeArrays.from_lists(lhs=[0, 2, 4, 3, 1], rel=[0, 1, 0, 1, 1], rhs=[2, 1, 0, 4, 0])
-    batch = edges_to_batch(edges, schema, global_negatives=3, rng=np.random.default_rng(0))
+def test_same_table_layout_holds_the_lhs_side_then_the_rhs_side():
+    schema = GraphSchema.build({"user": 50}, [("follows", "user", "user")])
+    edges = EdgeArrays.from_lists(lhs=[1, 2, 3, 4], rel=[0] * 4, rhs=[11, 12, 13, 14])
+    batch = edges_to_batch(edges, schema, in_batch_negatives=2, global_negatives=1, chunk_size=2)
+    values = batch.nodes["user"].values()
+    assert values[[0, 1, 3, 4]].tolist() == [1, 2, 3, 4] and values[[6, 7, 9, 10]].tolist() == [11, 12, 13, 14]
+    assert batch.layout.start("rhs") == 6 and batch.layout.sides_of("user") == ("lhs", "rhs")
+
+
+def test_pooled_rows_by_key_are_the_layouts_rows():
+    """Pooling the KJT with an EmbeddingBagCollection and reading each key's rows in layout order
+    gives each lookup's own row."""
+    schema = GraphSchema.build({"user": 5, "author": 3}, [("likes", "user", "author")])
+    edges = EdgeArrays.from_lists(lhs=[0, 2, 4, 3], rel=[0, 0, 0, 0], rhs=[2, 1, 0, 1])
+    batch = edges_to_batch(edges, schema, in_batch_negatives=2, global_negatives=3, chunk_size=2,
+                           rng=np.random.default_rng(0))
     ebc = EmbeddingBagCollection(
         tables=[EmbeddingBagConfig(name=name, num_embeddings=size, embedding_dim=4, feature_names=[name])
                 for name, size in (("user", 5), ("author", 3))]
     )
-    pooled = ebc(batch.nodes).values()
-    rows = pooled.reshape(-1, 4).index_select(0, batch.lookup_rows)
-    tables, ids = batch.lookups()
-    weights = [ebc.embedding_bags["user"].weight, ebc.embedding_bags["author"].weight]
-    expected = torch.stack([weights[t][i] for t, i in zip(tables.tolist(), ids.tolist())])
-    torch.testing.assert_close(rows, expected)
-    assert rows.shape == (2 * 5 + 2 * 5 * 3, 4)
+    pooled = ebc(batch.nodes).to_dict()
+    for side, table in (("lhs", "user"), ("rhs", "author")):
+        ids = batch.side_ids(side).reshape(-1)
+        expected = ebc.embedding_bags[table].weight[ids]
+        torch.testing.assert_close(pooled[table][: len(ids)], expected)
 
 
-def test_relation_negatives_are_the_relations_edges_without_replacement_when_possible():
-    rels = np.array([0, 1, 0, 0, 2, 1, 0, 0, 0, 0, 0])  # relation 0: 8 edges, 1: 2, 2: 1, 3: none
-    rng = np.random.default_rng(1)
-    negatives = sample_relation_negatives(rels, 4, 3, rng)
-    assert negatives.shape == (4, 3)
-    members = [set(np.flatnonzero(rels == r).tolist()) for r in range(4)]
-    assert set(negatives[0].tolist()) <= members[0] and len(set(negatives[0].tolist())) == 3  # distinct
-    assert sorted(negatives[1].tolist()) in ([1, 1, 5], [1, 5, 5])  # the permutation, repeated
-    assert negatives[2].tolist() == [4, 4, 4] and negatives[3].tolist() == [-1, -1, -1]
-    # Uniform over the relation's edges: each of relation 0's 8 edges drawn ~3/8 of the time.
-    counts = np.bincount(np.concatenate([sample_relation_negatives(rels, 4, 3, rng)[0] for _ in range(4000)]),
-                         minlength=11)
-    assert counts[[1, 4, 5]].sum() == 0
-    np.testing.assert_allclose(counts[sorted(members[0])] / 4000, 3 / 8, atol=0.03)
+def test_batches_hold_one_table_pair_and_padding_weighs_nothing():
+    edges = EdgeArrays.from_lists(lhs=list(range(7)), rel=[0, 1, 0, 1, 0, 0, 1], rhs=[1, 2, 3, 4, 5, 6, 7])
+    batches = edges_to_batches(edges, SCHEMA, 4, in_batch_negatives=2, chunk_size=2, rng=np.random.default_rng(0))
+    assert [(b.layout.lhs_table, b.layout.rhs_table) for b in batches] == [(0, 1), (0, 0)]
+    fav, follow = batches
+    assert fav.rels.tolist() == [0] * 4 and fav.edge_nodes()[0].tolist() == [0, 2, 4, 5]
+    assert follow.weights.tolist() == [1, 1, 1, 0] and follow.rels.tolist() == [1] * 4  # padded with a follow edge
+    assert follow.edge_nodes()[0][:3].tolist() == [1, 3, 6]
+
+
+def test_chunk_size_must_hold_the_in_batch_negatives():
+    with pytest.raises(ValueError, match="in_batch_negatives=5 needs chunks of at least as many edges; chunk_size=4"):
+        edges_to_batches(EdgeArrays.from_lists([0], [0], [0]), SCHEMA, 8, in_batch_negatives=5, chunk_size=4)
 
 
 def test_window_and_rank_shares_are_disjoint_and_cover(three_files):
@@ -108,30 +115,27 @@ def real_lhs(batches):
 
 
 def test_every_rank_yields_as_many_batches_of_exactly_batch_size(three_files):
-    # 21 edges over 2 ranks: shares of 10 and 11, so 3 batches of 5 each, the last ones padded.
+    # 21 edges over 2 ranks: shares of 10 and 11 edges of two table pairs; batches of 6 (whole chunks
+    # of 3) per table pair: at most ceil(11 / 6) + 1 = 3 batches, the same on both ranks.
     seen = []
-    for rank, real_in_last in ((0, 0), (1, 1)):
-        batches = list(EdgesDataset(three_files, SCHEMA, 5, in_batch_negatives=3, offset=9, rank=rank, world_size=2))
-        assert [b.batch_size for b in batches] == [5, 5, 5]
-        last = batches[-1]
-        assert last.weights.tolist() == [1.0] * real_in_last + [0.0] * (5 - real_in_last)
-        assert (last.lhs_negatives < max(real_in_last, 1)).all()  # padding is never drawn as a negative
+    for rank in (0, 1):
+        batches = list(EdgesDataset(three_files, SCHEMA, 5, in_batch_negatives=3, offset=9, rank=rank, world_size=2,
+                                    chunk_size=3))
+        assert [b.batch_size for b in batches] == [6, 6, 6]
         seen += real_lhs(batches)
     assert sorted(seen) == list(range(9, 30))
 
 
 def test_shuffle_is_seeded_per_epoch(three_files):
     dataset = EdgesDataset(three_files, SCHEMA, 30)
-    first = next(dataset.batches(0)).rels.tolist(), next(dataset.batches(0)).nodes.values().tolist()
-    again = next(dataset.batches(0)).rels.tolist(), next(dataset.batches(0)).nodes.values().tolist()
-    other = next(dataset.batches(1)).nodes.values().tolist()
-    assert first == again and first[1] != other
-    assert len(list(dataset.dataloader(num_epochs=3))) == 3
-    unshuffled = next(iter(EdgesDataset(three_files, SCHEMA, 30, shuffle=False)))
-    assert unshuffled.edge_nodes()[0].tolist() == list(range(30))
-    tables, ids = unshuffled.lookups()
-    first_two = torch.tensor([0, 30, 1, 31])  # lhs and rhs lookups of edges 0 and 1
-    assert tables[first_two].tolist() == [0, 1, 0, 0] and ids[first_two].tolist() == [0, 0, 1, 1]  # fav 0->0, follow 1->1
+    first = [b.nodes.values().tolist() for b in dataset.batches(0)]
+    again = [b.nodes.values().tolist() for b in dataset.batches(0)]
+    other = [b.nodes.values().tolist() for b in dataset.batches(1)]
+    assert first == again and first != other
+    assert len(list(dataset.dataloader(num_epochs=3))) == 3 * len(dataset)
+    unshuffled = list(EdgesDataset(three_files, SCHEMA, 30, shuffle=False))
+    assert unshuffled[0].edge_nodes()[0][:15].tolist() == list(range(0, 30, 2))  # fav (rel 0) edges in order
+    assert unshuffled[1].edge_nodes()[0][:15].tolist() == list(range(1, 30, 2))
 
 
 def test_weight_column_is_used_when_present(tmp_path):
@@ -198,9 +202,9 @@ def test_create_dataset_uses_the_data_config(three_files):
                              global_negatives=2, limit=12, offset=2)
     dataset = create_dataset(config, model_config(), rank=1, world_size=2)
     batches = list(dataset)
-    assert dataset.num_edges == 12 and len(batches) == 2
+    assert dataset.num_edges == 12 and len(batches) == 3  # 6 edges a rank, 2 table pairs, batches of 4
     assert sorted(real_lhs(batches)) == list(range(8, 14))
-    assert batches[0].lhs_negatives.shape == (len(RELATIONS), 3) and batches[0].global_negatives == 2
+    assert batches[0].layout.in_batch_negatives == 3 and batches[0].layout.uniform_negatives == 2
 
 
 def test_generator_cli_writes_valid_edges_for_a_config(tmp_path):
@@ -235,11 +239,10 @@ def test_prefetching_dataloader_yields_the_same_batches(three_files):
     def stream(prefetch):
         dataset = EdgesDataset(three_files, SCHEMA, 7, in_batch_negatives=2, prefetch=prefetch)
         loader = dataset.dataloader(num_epochs=2)
-        return [(b.rels.tolist(), b.nodes.values().tolist(), b.lhs_negatives.tolist(), b.rhs_negatives.tolist())
-                for b in loader]
+        return [(b.rels.tolist(), b.nodes.values().tolist(), b.weights.tolist()) for b in loader]
 
     inline = stream(0)
-    assert len(inline) == 2 * 5  # 30 edges: 5 batches of 7 per epoch (the last one padded)
+    assert len(inline) == 2 * 6  # 15 + 15 edges of two table pairs: 3 batches of 7 each per epoch
     assert stream(2) == inline
 
 

@@ -3,13 +3,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tml.projects.twhin.data.edges import edges_to_batch
+from tml.projects.twhin.data.edges import edges_to_batch, edges_to_batches
 from tml.projects.twhin.metrics import unwrap_twhin_model
 from tml.projects.twhin.data.reader import EdgeArrays
 from tml.projects.twhin.data.schema import GraphSchema
 from tml.projects.twhin.models.config import Operator
+from tml.projects.twhin.models.losses import logistic_loss, ranking_loss, regularization, softmax_loss
 from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
-from tml.projects.twhin.models.gathered_dots import gathered_dots
 from tml.projects.twhin.models.operators import OPERATORS
 from twhin_helpers import model_config, sharded_model
 
@@ -52,92 +52,146 @@ def table(model, name):
     return model.large_embeddings.ebc.embedding_bags[name].weight.detach()
 
 
-def plain_model(operators=("translation", "complex_diagonal")):
-    torch.manual_seed(0)
+def build(operators=("translation", "complex_diagonal"), relation_aware=False, loss=None, seed=0):
+    torch.manual_seed(seed)
     config = model_config(operators=operators)
+    config = config.model_copy(update={"relation_aware": relation_aware,
+                                       **({"loss": config.loss.model_validate(loss)} if loss else {})})
     model = TwhinModel(config, device="cpu")
+    with torch.no_grad():  # relation vectors away from their operator's neutral start
+        if model.all_trans_embs is not None:
+            model.all_trans_embs.normal_()
     return model, GraphSchema.from_model_config(config)
 
 
-EDGES = EdgeArrays.from_lists(lhs=[1, 2, 3, 4, 5, 6], rel=[0, 0, 1, 1, 0, 1], rhs=[3, 4, 5, 6, 7, 8],
-                              weight=[1.0, 2.0, 1.0, 1.0, 0.5, 1.0])
+# user -> tweet (fav) edges of one table pair: 8 edges, chunks of 4.
+FAV = EdgeArrays.from_lists(lhs=[1, 2, 3, 4, 5, 6, 7, 8], rel=[0] * 8, rhs=[3, 4, 5, 6, 7, 8, 9, 10],
+                            weight=[1.0, 2.0, 0.5, 1.0, 1.0, 1.0, 3.0, 1.0])
 
 
-def test_positives_use_their_relations_operator():
-    model, schema = plain_model()
-    out = model(edges_to_batch(EDGES, schema))
+def fav_batch(schema, seed=0):
+    return edges_to_batch(FAV, schema, in_batch_negatives=3, global_negatives=2, chunk_size=4,
+                          rng=np.random.default_rng(seed))
+
+
+@pytest.mark.parametrize("relation_aware", [False, True])
+@pytest.mark.parametrize("operators", [("translation", "translation"), ("complex_diagonal", "diagonal")])
+def test_chunk_scores_are_the_operator_scores_of_every_candidate(operators, relation_aware):
+    model, schema = build(operators, relation_aware)
+    batch = fav_batch(schema)
+    scores = model(batch)
     users, tweets = table(model, "user"), table(model, "tweet")
-    relations = model.all_trans_embs.detach()
-    for i in range(6):
-        lhs = users[EDGES.lhs[i]]
-        if EDGES.rel[i] == 0:  # fav: user -> tweet, translation
-            expected = (lhs * (tweets[EDGES.rhs[i]] + relations[0])).sum()
-        else:  # follow: user -> user, ComplEx
-            expected = OPERATORS[Operator.COMPLEX_DIAGONAL].score(lhs, relations[1], users[EDGES.rhs[i]])
-        assert out["logits"][i].item() == pytest.approx(expected.item(), abs=1e-6)
+    lhs_ids, rhs_ids = batch.side_ids("lhs"), batch.side_ids("rhs")
+    rel = torch.tensor(0)
+    head_query, head_bias = model.head_query(tweets[rhs_ids[:, :4]], torch.zeros(2, 4, dtype=torch.long))
+    for k in range(2):
+        for i in range(4):
+            lhs, rhs = users[lhs_ids[k, i]], tweets[rhs_ids[k, i]]
+            for j in range(6):  # the chunk's 4 edge nodes, then its 2 uniform draws: the same for every edge
+                tail = model.score(lhs, rel, tweets[rhs_ids[k, j]])
+                head = (users[lhs_ids[k, j]] * head_query[k, i]).sum() + head_bias[k, i]
+                assert scores.negative_rhs[k, i, j].item() == pytest.approx(tail.item(), abs=1e-5)
+                assert scores.negative_lhs[k, i, j].item() == pytest.approx(head.item(), abs=1e-5)
+            assert scores.positive_rhs[k, i].item() == pytest.approx(model.score(lhs, rel, rhs).item(), abs=1e-5)
+            assert scores.positive_lhs[k, i].item() == pytest.approx(scores.negative_lhs[k, i, i].item(), abs=1e-5)
+    if not relation_aware:  # one score per edge, however it is factored
+        torch.testing.assert_close(scores.positive_lhs, scores.positive_rhs)
 
 
-def test_negatives_are_labelled_zero_and_weigh_as_much_as_their_edge():
-    model, schema = plain_model()
-    batch = edges_to_batch(EDGES, schema, in_batch_negatives=3, global_negatives=2, rng=np.random.default_rng(0))
-    out = model(batch)
-    size, per_edge = 6, 2 * 3 + 2 * 2
-    assert out["logits"].shape == (size * (1 + per_edge),)
-    assert out["labels"][:size].tolist() == [1.0] * size
-    assert out["labels"][size:].eq(0).all()  # the original labelled them 1 (B2)
-    negative_weights = out["weights"][size:]
-    groups = [negative_weights[: 18].view(6, 3), negative_weights[18:36].view(6, 3),
-              negative_weights[36:48].view(6, 2), negative_weights[48:].view(6, 2)]
-    torch.testing.assert_close(sum(g.sum(1) for g in groups), torch.tensor(EDGES.weight))
-    # Edge 1 (fav, weight 2): fav has 3 edges, so its 3 shared negatives per side are all of them,
-    # itself included; it is skipped (weight 0), leaving 2 + 2 in-batch and 2 + 2 global negatives.
-    own = batch.lhs_negatives[0] == 1
-    assert own.sum() == 1 and (batch.rhs_negatives[0] == 1).sum() == 1
-    torch.testing.assert_close(groups[0][1], torch.where(own, 0.0, 2.0 / 8))
+def test_relation_aware_translation_ranks_tails_by_relation():
+    """The original's translation l . (x + r) ranks tails by l . x whatever r; reciprocal relations
+    give the tail side a vector of its own."""
+    lhs = torch.randn(1, 8)
+    for aware, depends in ((False, False), (True, True)):
+        model, _ = build(("translation", "translation"), relation_aware=aware)
+        queries = [model.tail_query(lhs, torch.tensor([rel]))[0] for rel in (0, 1)]
+        assert (not torch.allclose(*queries)) == depends
+        assert model.all_trans_embs.shape == ((4 if aware else 2), 8)
 
 
-def test_negatives_are_scored_with_the_relations_operator():
-    model, schema = plain_model()
-    batch = edges_to_batch(EDGES, schema, in_batch_negatives=2, global_negatives=2, rng=np.random.default_rng(1))
-    logits = model(batch)["logits"]
-    users, tweets = table(model, "user"), table(model, "tweet")
-    rhs_table = {0: tweets, 1: users}
-    _, ids = batch.lookups()
-    score = lambda l, rel, x: model.score(l, torch.tensor(rel), x).item()  # noqa: E731
-    for i in range(6):
-        rel, lhs, rhs = int(EDGES.rel[i]), users[EDGES.lhs[i]], rhs_table[int(EDGES.rel[i])][EDGES.rhs[i]]
-        for k in range(2):
-            j = int(batch.lhs_negatives[rel, k])  # shared by the relation's edges
-            assert logits[6 + 2 * i + k].item() == pytest.approx(score(users[EDGES.lhs[j]], rel, rhs), abs=1e-6)
-            j = int(batch.rhs_negatives[rel, k])
-            assert logits[18 + 2 * i + k].item() == pytest.approx(
-                score(lhs, rel, rhs_table[rel][EDGES.rhs[j]]), abs=1e-6)
-            sampled_lhs = ids[12 + 2 * i + k]
-            assert logits[30 + 2 * i + k].item() == pytest.approx(score(users[sampled_lhs], rel, rhs), abs=1e-6)
-            sampled_rhs = ids[24 + 2 * i + k]
-            assert logits[42 + 2 * i + k].item() == pytest.approx(score(lhs, rel, rhs_table[rel][sampled_rhs]), abs=1e-6)
+def test_uniform_negatives_are_shared_by_a_chunk_and_cost_two_lookups_per_edge_per_chunk():
+    _, schema = build()
+    edges = EdgeArrays.from_lists(lhs=list(range(20)), rel=[0] * 20, rhs=list(range(20)))
+    batch = edges_to_batch(edges, schema, in_batch_negatives=10, global_negatives=50, chunk_size=10)
+    # 100 negatives per side and edge (10 in-batch + 50 uniform, twice) from 2 x (10 + 50) lookups per chunk.
+    assert batch.nodes.length_per_key() == [2 * 60, 2 * 60]
+    assert batch.layout.negatives_per_edge.tolist() == [59] * 10  # own node masked
+    draws = batch.side_ids("rhs")[:, 10:]
+    assert draws.shape == (2, 50) and not torch.equal(draws[0], draws[1])
 
 
-def test_edge_alone_in_its_relation_gets_no_in_batch_negative():
-    model, schema = plain_model()
-    edges = EdgeArrays.from_lists(lhs=[1, 2, 3], rel=[0, 0, 1], rhs=[3, 4, 5])
-    out = model(edges_to_batch(edges, schema, in_batch_negatives=2, rng=np.random.default_rng(0)))
-    weights = out["weights"][3:].view(2, 3, 2)
-    assert weights[:, 2].eq(0).all() and weights[:, :2].sum().item() == pytest.approx(2.0)
+def by_hand(scores, kind, margin=0.1):
+    """The loss summed pair by pair from its definition."""
+    chunks, size, block = scores.negative_lhs.shape
+    total, pairs = 0.0, 0
+    for k in range(chunks):
+        for i in range(size):
+            w = scores.weights[k, i].item()
+            negatives = [j for j in range(block) if scores.mask[i, j]]
+            for positive, negative in ((scores.positive_lhs[k, i], scores.negative_lhs[k, i]),
+                                       (scores.positive_rhs[k, i], scores.negative_rhs[k, i])):
+                p, n = positive.item(), [negative[j].item() for j in negatives]
+                if kind == "logistic":  # each side: half the positive's BCE, the negatives share w / 2
+                    total += w * 0.5 * np.log1p(np.exp(-p)) + sum(w / (2 * len(n)) * np.log1p(np.exp(v)) for v in n)
+                elif kind == "softmax":
+                    total += w * (np.log(np.exp(p) + sum(np.exp(v) for v in n)) - p)
+                else:
+                    total += w * sum(max(0.0, margin - p + v) for v in n)
+            pairs += 1 + 2 * len(negatives)
+    return total / (pairs if kind == "logistic" else chunks * size)
 
 
-def test_loss_is_the_weighted_bce_mean_over_all_pairs():
-    model, schema = plain_model()
-    batch = edges_to_batch(EDGES, schema, in_batch_negatives=2, rng=np.random.default_rng(2))
-    loss, outputs = TwhinModelAndLoss(model)(batch)
+@pytest.mark.parametrize("relation_aware", [False, True])
+@pytest.mark.parametrize("kind, loss_fn", [("logistic", logistic_loss), ("softmax", softmax_loss),
+                                           ("ranking", ranking_loss)])
+def test_each_loss_equals_its_hand_computation(kind, loss_fn, relation_aware):
+    model, schema = build(("translation", "diagonal"), relation_aware, loss={"kind": kind, "margin": 0.5})
+    scores = model(fav_batch(schema))
+    expected = by_hand(scores, kind, margin=0.5)
+    assert loss_fn(scores, margin=0.5).item() == pytest.approx(expected, rel=1e-5)
+    loss, outputs = TwhinModelAndLoss(model)(fav_batch(schema))
+    assert loss.item() == pytest.approx(expected, rel=1e-5) and outputs["loss"].item() == loss.item()
+
+
+def test_logistic_loss_is_the_weighted_bce_mean_over_all_scored_pairs():
+    model, schema = build()
+    model.eval()
+    loss, outputs = TwhinModelAndLoss(model).eval()(fav_batch(schema))
     logits, labels, weights = outputs["logits"], outputs["labels"], outputs["weights"]
-    by_hand = -(weights * (labels * F.logsigmoid(logits) + (1 - labels) * F.logsigmoid(-logits))).mean()
-    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-6)
-    assert outputs["loss"].item() == loss.item()
+    kept = (labels == 1) | (weights > 0)  # pairs that are no negative (an edge's own node) weigh nothing
+    bce = -(weights * (labels * F.logsigmoid(logits) + (1 - labels) * F.logsigmoid(-logits)))
+    assert loss.item() == pytest.approx((bce.sum() / kept.sum()).item(), rel=1e-6)
+    # An edge's negatives together weigh as much as the edge (the original's weighting).
+    negative_weights = weights[8:].view(2, 2, 4, 6).sum((0, 3)).reshape(-1)
+    torch.testing.assert_close(negative_weights, torch.tensor(FAV.weight))
+
+
+@pytest.mark.parametrize("kind, power", [("l2", 2), ("n3", 3)])
+def test_regularisation_penalises_the_touched_rows(kind, power):
+    model, schema = build(loss={"kind": "logistic", "regularizer": kind, "regularization_weight": 0.3})
+    batch = fav_batch(schema)
+    plain = logistic_loss(model(batch))
+    loss, _ = TwhinModelAndLoss(model)(batch)
+    users, tweets = table(model, "user"), table(model, "tweet")
+    lhs, rhs = batch.edge_nodes()
+    relation = model.all_trans_embs.detach()[0]
+    penalty = sum(w * (users[l].abs() ** power + tweets[r].abs() ** power + relation.abs() ** power).sum()
+                  for l, r, w in zip(lhs.tolist(), rhs.tolist(), FAV.weight.tolist())) / 8
+    assert loss.item() == pytest.approx(plain.item() + 0.3 * penalty.item(), rel=1e-5)
+
+
+def test_padding_edges_add_nothing():
+    model, schema = build()
+    full = TwhinModelAndLoss(model)(fav_batch(schema))[0]
+    batch = fav_batch(schema)
+    batch.weights[5] = 0.0  # as a padding edge: its positive and its negatives weigh 0
+    scores = model(batch)
+    hand = by_hand(scores, "logistic")
+    assert logistic_loss(scores).item() == pytest.approx(hand, rel=1e-5) and hand < full.item()
 
 
 def test_dot_only_model_has_no_relation_parameter():
-    model, _ = plain_model(operators=("dot", "dot"))
+    model, _ = build(operators=("dot", "dot"))
     assert model.all_trans_embs is None
 
 
@@ -147,83 +201,13 @@ def test_relation_vectors_train_and_change_after_a_step(process_group):
     model, optimizer, scheduler = sharded_model(config)
     twhin = unwrap_twhin_model(model)
     before = twhin.all_trans_embs.detach().clone()
-    loss, _ = model(edges_to_batch(EDGES, schema, in_batch_negatives=2, rng=np.random.default_rng(0)))
-    optimizer.zero_grad()
-    loss.backward()
-    assert twhin.all_trans_embs.grad.abs().sum() > 0  # not detached (B3)
-    optimizer.step()
-    scheduler.step()
+    edges = EdgeArrays.from_lists(lhs=[1, 2, 3, 4], rel=[0, 0, 1, 1], rhs=[3, 4, 5, 6])
+    for batch in edges_to_batches(edges, schema, 2, in_batch_negatives=2, rng=np.random.default_rng(0)):
+        loss, _ = model(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        assert twhin.all_trans_embs.grad.abs().sum() > 0  # not detached (B3)
+        optimizer.step()
+        scheduler.step()
     changed = (twhin.all_trans_embs.detach() - before).abs().sum(1)
     assert (changed > 0).all()
-
-
-def test_without_negatives_only_positives_are_scored():
-    model, schema = plain_model()
-    out = model(edges_to_batch(EDGES, schema))
-    assert out["logits"].shape == (6,) and out["labels"].eq(1).all()
-    torch.testing.assert_close(out["weights"], torch.tensor(EDGES.weight))
-
-
-def test_per_edge_scoring_of_shared_negatives_equals_the_all_relations_gemm(monkeypatch):
-    from tml.projects.twhin.models import models as models_module
-
-    batch = edges_to_batch(EDGES, plain_model()[1], in_batch_negatives=3, global_negatives=1, rng=np.random.default_rng(2))
-    results = []
-    for limit in (models_module.SCORE_ALL_CANDIDATES_UP_TO, 0):  # 0: too many candidates -> per-edge gathers
-        monkeypatch.setattr(models_module, "SCORE_ALL_CANDIDATES_UP_TO", limit)
-        gathers = []
-        monkeypatch.setattr(models_module, "gathered_dots", lambda *args: gathers.append(1) or gathered_dots(*args))
-        model, _ = plain_model()
-        out = model(batch)
-        assert len(gathers) == (0 if limit else 2)  # the path under test was taken
-        F.binary_cross_entropy_with_logits(out["logits"], out["labels"], out["weights"]).backward()
-        grads = [param.grad.clone() for param in model.parameters()]
-        results.append((out["logits"].detach(), out["weights"], grads))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    torch.testing.assert_close(results[0][1], results[1][1])
-    for gemm, per_edge in zip(results[0][2], results[1][2]):
-        torch.testing.assert_close(gemm, per_edge)
-
-
-def test_side_blocks_path_equals_the_general_gather():
-    """user -> tweet only (plus an unused table): lookups are read as blocks of the pooled output;
-    the same batch through the general gather gives the same logits and gradients."""
-    tables = {"user": 10, "tweet": 12, "topic": 3}
-    relations = [("fav", "user", "tweet"), ("reply", "user", "tweet")]
-    config = model_config(operators=("translation", "diagonal"), tables=tables, relations=relations)
-    schema = GraphSchema.from_model_config(config)
-    edges = EdgeArrays.from_lists(lhs=[1, 2, 3, 4, 5, 9], rel=[0, 0, 1, 1, 0, 1], rhs=[3, 4, 5, 6, 7, 11])
-    batch = edges_to_batch(edges, schema, in_batch_negatives=3, global_negatives=2, rng=np.random.default_rng(3))
-    results = []
-    for side_path in (True, False):
-        torch.manual_seed(0)
-        model = TwhinModel(config, device="cpu")
-        assert model._side_tables == (0, 1)
-        if not side_path:
-            model._side_tables = None
-        out = model(batch)
-        F.binary_cross_entropy_with_logits(out["logits"], out["labels"], out["weights"]).backward()
-        results.append([out["logits"].detach()] + [param.grad.clone() for param in model.parameters()])
-    for side, general in zip(*results):
-        torch.testing.assert_close(side, general)
-    assert TwhinModel(model_config(), device="cpu")._side_tables is None  # user -> user is not side-aligned
-
-
-def test_translation_path_equals_the_generic_queries():
-    """All relations translation: scored with the operator inside one Function; the same batch
-    through the generic query path gives the same logits and gradients (tables and relations)."""
-    config = model_config(operators=("translation", "translation"))
-    batch = edges_to_batch(EDGES, GraphSchema.from_model_config(config), in_batch_negatives=3, global_negatives=2,
-                           rng=np.random.default_rng(4))
-    results = []
-    for fused in (True, False):
-        torch.manual_seed(0)
-        model = TwhinModel(config, device="cpu")
-        assert model._all_translation
-        model._all_translation = fused
-        out = model(batch)
-        F.binary_cross_entropy_with_logits(out["logits"], out["labels"], out["weights"]).backward()
-        results.append([out["logits"].detach()] + [param.grad.clone() for param in model.parameters()])
-    for fused, generic in zip(*results):
-        torch.testing.assert_close(fused, generic)
-    assert not TwhinModel(model_config(operators=("translation", "diagonal")), device="cpu")._all_translation

@@ -8,9 +8,15 @@ from tml.projects.twhin.data.schema import GraphSchema
 from tml.projects.twhin.metrics import gather_dense_tables, unwrap_twhin_model
 from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
 from tml.projects.twhin.optimizer import build_optimizer
-from twhin_helpers import model_config, sharded_model
+from twhin_helpers import model_config as helper_config, sharded_model
 
 EDGES = EdgeArrays.from_lists(lhs=[1, 2, 3, 4], rel=[0, 0, 1, 1], rhs=[3, 4, 5, 6])
+# Two user -> tweet relations: one batch holds edges of one table pair, and a step here touches both.
+RELATIONS = [("fav", "user", "tweet"), ("reply", "user", "tweet")]
+
+
+def model_config(**kwargs):
+    return helper_config(relations=RELATIONS, **kwargs)
 DROP_TO_ZERO_AT_STEP_1 = {"piecewise_constant": {"learning_rate_boundaries": [1], "learning_rate_values": [0.1, 0.0]}}
 
 
