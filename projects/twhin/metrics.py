@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 
 class EdgeAuc(Auc):
-    """The original's sampled AUC, over the scored pairs that count (weight > 0): a negative that
-    could not be drawn (an edge alone in its relation) has weight 0 and is left out."""
+    """The original's sampled AUC, over the scored pairs that count (weight > 0): an edge's own node
+    among its in-batch candidates and the pairs of zero-weight padding edges are left out."""
 
     def transform(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
         weights = outputs.get("weights")
