@@ -192,6 +192,8 @@ def export_embeddings(
     if TRANSLATION_PARAM in keys:
         vectors = _load_checkpoint_tensor(checkpoint, *keys[TRANSLATION_PARAM]).numpy()
         names = list(relation_names) if relation_names else [None] * vectors.shape[0]
+        if relation_names and vectors.shape[0] == 2 * len(names):  # reciprocal relations (relation_aware)
+            names += [f"{name}:reverse" for name in relation_names]
         if len(names) != vectors.shape[0]:
             raise ValueError(f"{len(names)} relation names given for {vectors.shape[0]} relation vectors.")
         data = pa.table({

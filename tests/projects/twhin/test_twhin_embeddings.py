@@ -90,3 +90,18 @@ def test_command_line(saved, capsys, tmp_path):
     main(["nearest", "--source", save_dir, "--table", "user", "--ids", "9", "--k", "3"])
     line = json.loads(capsys.readouterr().out)
     assert [n["id"] for n in line["nearest"]] == brute_force_nearest(tables["user"], 9, 3)[0]
+
+
+def test_export_names_the_reverse_relations_of_a_relation_aware_model(tmp_path):
+    from tml.common.checkpointing import save_state
+    from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
+
+    config = model_config(operators=("translation", "diagonal")).model_copy(update={"relation_aware": True})
+    model = TwhinModelAndLoss(TwhinModel(config, device="cpu"))
+    checkpoint = str(tmp_path / "run" / "3")
+    save_state(checkpoint, {"model": model}, no_dist=True)
+    export_embeddings(checkpoint, str(tmp_path / "out"), relation_names=["fav", "follow"])
+    relations = pq.read_table(f"{tmp_path}/out/relations.parquet")
+    assert relations.column("name").to_pylist() == ["fav", "follow", "fav:reverse", "follow:reverse"]
+    np.testing.assert_array_equal(np.array(relations.column("vector").to_pylist(), dtype=np.float32),
+                                  model.model.all_trans_embs.detach().numpy())
