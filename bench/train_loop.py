@@ -24,9 +24,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: E402
 from tml.common.batch import DataclassBatch  # noqa: E402
 from tml.common.allocator import keep_freed_memory  # noqa: E402
 from tml.common.device import setup_and_get_device  # noqa: E402
-from tml.common.sharding import get_dense_and_fused_optimizer, maybe_shard_model, quiet_torchrec_warnings  # noqa: E402
+from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings  # noqa: E402
 from tml.core.custom_training_loop import train  # noqa: E402
-from tml.core.optimizers import LRShim, apply_embedding_optimizer  # noqa: E402
+from tml.core.optimizers import DenseGroup, apply_embedding_optimizers, build_combined_optimizer, dense_parameters  # noqa: E402
 from tml.core.optimizers.config import EmbeddingOptimizerConfig, FusedAdagradConfig, LearningRate  # noqa: E402
 from tml.ml_logging.torch_logging import logging  # noqa: E402
 
@@ -74,16 +74,19 @@ def make_batches(count: int, batch_size: int) -> list[BenchBatch]:
 
 
 def build(device: torch.device):
+    """(sharded model, combined optimizer, its LRShim): fused Adagrad tables, Adam for the MLP."""
     torch.manual_seed(0)
     model = BenchModel()
-    apply_embedding_optimizer(model.ebc.parameters(), EmbeddingOptimizerConfig(adagrad=FusedAdagradConfig(lr=0.05)))
+    tables = {f"t_{f}": EmbeddingOptimizerConfig(adagrad=FusedAdagradConfig(lr=0.05)) for f in FEATURES}
+    apply_embedding_optimizers(model, tables)
     sharded = maybe_shard_model(model, device)
-    optimizer = get_dense_and_fused_optimizer(sharded, lambda ps: torch.optim.Adam(ps, lr=1e-3))
-    return sharded, optimizer
+    dense = DenseGroup(dense_parameters(sharded), lambda ps: torch.optim.Adam(ps, lr=1e-3), LearningRate(constant=1e-3))
+    optimizer, scheduler = build_combined_optimizer(sharded, {"dense_opt": dense}, tables, fused_first=True)
+    return sharded, optimizer, scheduler
 
 
 def run_bare(batches, device) -> float:
-    model, optimizer = build(device)
+    model, optimizer, _ = build(device)
     model.train()
     start = time.perf_counter()
     for batch in batches:
@@ -95,8 +98,7 @@ def run_bare(batches, device) -> float:
 
 
 def run_tml(batches, device) -> float:
-    model, optimizer = build(device)
-    scheduler = LRShim(optimizer, [LearningRate(constant=group["lr"]) for group in optimizer.param_groups])
+    model, optimizer, scheduler = build(device)
     with tempfile.TemporaryDirectory() as save_dir:
         start = time.perf_counter()
         train(model, optimizer, device, save_dir, logging_interval=100, train_steps=len(batches) - 2,

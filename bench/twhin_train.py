@@ -148,7 +148,8 @@ def measure_setting(args, name: str, cores: int) -> dict:
     from tml.core.train_pipeline import TrainStepRunner
     from tml.projects.twhin.data.edges import EdgesDataset
     from tml.projects.twhin.data.schema import GraphSchema
-    from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
+    from tml.core.optimizers import apply_embedding_optimizers
+    from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
     from tml.projects.twhin.optimizer import build_optimizer
 
     batch, in_batch, uniform, chunk = SETTINGS[name]
@@ -161,7 +162,7 @@ def measure_setting(args, name: str, cores: int) -> dict:
 
     torch.manual_seed(0)
     module = TwhinModel(config)
-    apply_optimizers(module, config)
+    apply_embedding_optimizers(module, config.embeddings.table_optimizers())
     ours = maybe_shard_model(TwhinModelAndLoss(module), device)
     optimizer, scheduler = build_optimizer(ours, config)
     runner = TrainStepRunner(ours, optimizer, device)

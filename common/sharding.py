@@ -2,15 +2,15 @@
 
 `maybe_shard_model` wraps a model in `DistributedModelParallel` once a process group exists. Tables
 are placed by torchrec's planner, optionally constrained per table by `TableShardingConfig`.
-Embedding optimizers must be attached BEFORE sharding (`tml.core.optimizers.apply_embedding_optimizer`),
-so that torchrec fuses them into the embedding kernels; `get_dense_and_fused_optimizer` then builds the
-one optimizer that the training loop steps and checkpoints.
+Embedding optimizers must be attached BEFORE sharding (`tml.core.optimizers.apply_embedding_optimizers`),
+so that torchrec fuses them into the embedding kernels; `tml.core.optimizers.build_combined_optimizer`
+then builds the one optimizer that the training loop steps and checkpoints.
 """
 from __future__ import annotations
 
 import enum
 import os
-from typing import Callable, Iterable, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -29,8 +29,6 @@ from torchrec.distributed.planner.types import KernelConfig, TopologyFactory, Tr
 from torchrec.distributed.sharding_plan import get_default_sharders
 from torchrec.distributed.types import ModuleSharder, ShardingEnv
 from torchrec.modules.embedding_modules import EmbeddingBagCollection, EmbeddingCollection
-from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
-from torchrec.optim.optimizers import in_backward_optimizer_filter
 
 from tml.common.quiet_warnings import quiet_torchrec_warnings  # re-exported: callers import it from here
 from tml.core.config import BaseConfig
@@ -160,7 +158,7 @@ def maybe_shard_model(
     untrained = _tables_without_embedding_optimizer(model)
     if untrained:
         logging.warning(
-            f"embedding parameters {untrained} have no optimizer attached (apply_embedding_optimizer "
+            f"embedding parameters {untrained} have no optimizer attached (apply_embedding_optimizers "
             f"before sharding); torchrec will train them with a fused SGD at lr 0.01."
         )
     topology = TopologyFactory.create_topology(
@@ -198,37 +196,6 @@ def data_parallel_wrapper(world_size: int) -> DataParallelWrapper:
     return SingleProcessWrapper() if world_size == 1 else DefaultDataParallelWrapper()
 
 
-DenseOptimizerFactory = Callable[[Iterable[torch.Tensor]], torch.optim.Optimizer]
-
-
-def get_dense_and_fused_optimizer(
-    model: nn.Module,
-    dense_optimizer_factory: DenseOptimizerFactory,
-    dense_name: str = "dense_opt",
-    fused_name: str = "fused_opt",
-) -> CombinedOptimizer:
-    """One optimizer over all parameters: the fused embedding optimizer of a DMP model plus a
-    `KeyedOptimizerWrapper(dense_optimizer_factory)` over every parameter not optimised in backward.
-
-    `dense_optimizer_factory` receives the params, e.g. `lambda ps: torch.optim.Adam(ps, lr=1e-3)`.
-    For an unsharded model only the dense part is returned: in-backward optimizers of a plain module
-    keep their state outside any optimizer object, so they can be neither stepped nor checkpointed.
-    """
-    dense_params = dict(in_backward_optimizer_filter(model.named_parameters()))
-    optimizers: list[tuple[str, KeyedOptimizer]] = []
-    fused = getattr(model, "fused_optimizer", None)
-    if isinstance(model, DistributedModelParallel) and fused is not None:
-        optimizers.append((fused_name, fused))
-    elif any(True for _ in in_backward_optimizer_filter(model.named_parameters(), include=True)):
-        logging.warning(
-            "the model is not sharded: parameters with an in-backward optimizer are updated in "
-            "backward, but their optimizer state is not part of the returned optimizer."
-        )
-    if dense_params:
-        optimizers.append((dense_name, KeyedOptimizerWrapper(dense_params, dense_optimizer_factory)))
-    return CombinedOptimizer(optimizers)
-
-
 __all__ = [
     "ComputeKernel",
     "CpuRowWiseEmbeddingBagCollectionSharder",
@@ -236,7 +203,6 @@ __all__ = [
     "TableShardingConfig",
     "build_sharding_constraints",
     "embedding_table_names",
-    "get_dense_and_fused_optimizer",
     "get_sharders",
     "maybe_shard_model",
     "quiet_torchrec_warnings",

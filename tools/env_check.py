@@ -23,7 +23,7 @@ def _sharded_embedding_forward() -> str:
 
     from tml.common.device import setup_and_get_device, teardown
     from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
-    from tml.core.optimizers import apply_embedding_optimizer
+    from tml.core.optimizers import apply_embedding_optimizers
     from tml.core.optimizers.config import EmbeddingOptimizerConfig, FusedSgdConfig
 
     quiet_torchrec_warnings()
@@ -34,7 +34,7 @@ def _sharded_embedding_forward() -> str:
             torchrec.EmbeddingBagConfig(name="t0", embedding_dim=8, num_embeddings=16, feature_names=["f0"]),
         ]
         module = torchrec.EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
-        apply_embedding_optimizer(module.parameters(), EmbeddingOptimizerConfig(sgd=FusedSgdConfig(lr=0.1)))
+        apply_embedding_optimizers(module, {"t0": EmbeddingOptimizerConfig(sgd=FusedSgdConfig(lr=0.1))})
         sharded = maybe_shard_model(module, device)
         ids = KeyedJaggedTensor.from_lengths_sync(
             keys=["f0"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([2, 1])

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import warnings
 from concurrent.futures import Future
-from typing import Any, Iterator, Mapping, MutableMapping, Optional
+from typing import Any, Mapping, MutableMapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -21,10 +21,10 @@ from torch.distributed.checkpoint.stateful import Stateful
 from torch.distributed.tensor import DTensor
 from torchrec.optim.fused import FusedOptimizer
 from torch.optim.lr_scheduler import LRScheduler
-from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper, OptimizerWrapper
+from torchrec.optim.keyed import KeyedOptimizer
 
 from tml.common.filesystem import infer_fs, is_local_fs, strip_protocol
-from tml.core.optimizers import apply_fused_lr_now
+from tml.core.optimizers import apply_fused_lr_now, leaf_optimizers
 
 _NO_DIST_WARNING = ".*torch.distributed is disabled, unavailable or uninitialized.*"
 
@@ -86,16 +86,6 @@ def save_state_async(
 # ---------------------------------------------------------------------------------------- optimizers
 
 
-def _leaf_optimizers(optimizer: torch.optim.Optimizer) -> Iterator[torch.optim.Optimizer]:
-    if isinstance(optimizer, CombinedOptimizer):
-        for _, child in optimizer.optimizers:
-            yield from _leaf_optimizers(child)
-    elif isinstance(optimizer, OptimizerWrapper) and not isinstance(optimizer, KeyedOptimizerWrapper):
-        yield from _leaf_optimizers(optimizer._optimizer)
-    else:
-        yield optimizer
-
-
 def _trainable_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     if isinstance(optimizer, KeyedOptimizer):
         return [param for param in optimizer.params.values() if param.requires_grad]
@@ -126,7 +116,7 @@ def ensure_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 
     Fused embedding optimizers always have their state. The parameters do not change.
     """
-    for leaf in _leaf_optimizers(optimizer):
+    for _, leaf in leaf_optimizers(optimizer):
         if isinstance(leaf, FusedOptimizer):
             continue
         params = _trainable_params(leaf)

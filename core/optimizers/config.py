@@ -141,15 +141,19 @@ class EmbeddingOptimizerConfig(BaseConfig):
     )
 
 
+def chosen_algorithm(optimizer_config: OptimizerConfig | EmbeddingOptimizerConfig) -> str:
+    """Field name of the one algorithm that is set ("adam", "sgd", ...)."""
+    for name in type(optimizer_config).field_groups("one_of")["optimizer"]:
+        if getattr(optimizer_config, name) is not None:
+            return name
+    raise ValueError(f"No optimizer algorithm is set in {optimizer_config!r}.")
+
+
 def get_optimizer_algorithm_config(
     optimizer_config: OptimizerConfig | EmbeddingOptimizerConfig,
 ) -> OptimizerAlgorithmConfig:
     """The one algorithm config that is set (the field-group check guarantees exactly one)."""
-    for name in type(optimizer_config).field_groups("one_of")["optimizer"]:
-        algorithm = getattr(optimizer_config, name)
-        if algorithm is not None:
-            return algorithm
-    raise ValueError(f"No optimizer algorithm is set in {optimizer_config!r}.")
+    return getattr(optimizer_config, chosen_algorithm(optimizer_config))
 
 
 def get_learning_rate(optimizer_config: OptimizerConfig | EmbeddingOptimizerConfig) -> LearningRate:

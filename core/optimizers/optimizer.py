@@ -9,23 +9,21 @@ Several groups may share a name, and then share its schedule.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch.optim.lr_scheduler import LRScheduler
-from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.fused import FusedOptimizer
-from torchrec.optim.keyed import CombinedOptimizer, OptimizerWrapper
-from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from tml.core.optimizers.config import (
-    EmbeddingOptimizerConfig,
     LearningRate,
     OptimizerConfig,
+    chosen_algorithm,
     get_learning_rate,
     get_optimizer_algorithm_config,
 )
 from tml.core.optimizers.schedules import compute_lr
+from tml.core.optimizers.tree import leaf_optimizers
 
 LRConfigs = Union[Mapping[str, LearningRate], Sequence[LearningRate]]
 
@@ -34,21 +32,10 @@ _DENSE_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
     "adagrad": torch.optim.Adagrad,
 }
-# torchrec maps these classes to FBGEMM's fused kernels (EXACT_SGD, EXACT_ADAGRAD, EXACT_ROWWISE_ADAGRAD).
-_FUSED_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adagrad": torch.optim.Adagrad,
-    "rowwise_adagrad": RowWiseAdagrad,
-}
-
-
-def _chosen_algorithm(optimizer_config: OptimizerConfig | EmbeddingOptimizerConfig) -> str:
-    names = type(optimizer_config).field_groups("one_of")["optimizer"]
-    return next(name for name in names if getattr(optimizer_config, name) is not None)
 
 
 def get_optimizer_class(optimizer_config: OptimizerConfig) -> type[torch.optim.Optimizer]:
-    return _DENSE_CLASSES[_chosen_algorithm(optimizer_config)]
+    return _DENSE_CLASSES[chosen_algorithm(optimizer_config)]
 
 
 def build_optimizer(
@@ -62,50 +49,10 @@ def build_optimizer(
     return optimizer, LRShim(optimizer, [schedule] * len(optimizer.param_groups))
 
 
-def get_embedding_optimizer(
-    embedding_optimizer_config: EmbeddingOptimizerConfig,
-) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
-    """Class and kwargs for torchrec's `apply_optimizer_in_backward` (fused when sharded)."""
-    algorithm = get_optimizer_algorithm_config(embedding_optimizer_config)
-    return _FUSED_CLASSES[_chosen_algorithm(embedding_optimizer_config)], algorithm.model_dump()
-
-
-def apply_embedding_optimizer(
-    params: Iterable[torch.nn.Parameter], embedding_optimizer_config: EmbeddingOptimizerConfig
-) -> None:
-    """Mark embedding params for an in-backward optimizer; call before sharding with DMP."""
-    optimizer_class, kwargs = get_embedding_optimizer(embedding_optimizer_config)
-    apply_optimizer_in_backward(optimizer_class, params, kwargs)
-
-
-def _group_keys(
-    optimizer: torch.optim.Optimizer, outer_key: Optional[str] = None
-) -> Iterator[tuple[int, Optional[str]]]:
-    """(id of a param group, outermost CombinedOptimizer key above it) for every group."""
-    if isinstance(optimizer, CombinedOptimizer):
-        for key, child in optimizer.optimizers:
-            yield from _group_keys(child, outer_key or key or None)
-    elif isinstance(optimizer, OptimizerWrapper):
-        yield from _group_keys(optimizer._optimizer, outer_key)
-    else:
-        for group in optimizer.param_groups:
-            yield id(group), outer_key
-
-
 def param_group_names(optimizer: torch.optim.Optimizer) -> list[Optional[str]]:
     """Each param group's name, in `optimizer.param_groups` order (None where it has none)."""
-    keys = dict(_group_keys(optimizer))
+    keys = {id(group): key for key, leaf in leaf_optimizers(optimizer) for group in leaf.param_groups}
     return [group.get("name") or keys.get(id(group)) for group in optimizer.param_groups]
-
-
-def _fused_optimizers(optimizer: torch.optim.Optimizer) -> Iterator[FusedOptimizer]:
-    if isinstance(optimizer, FusedOptimizer):
-        yield optimizer
-    elif isinstance(optimizer, CombinedOptimizer):
-        for _, child in optimizer.optimizers:
-            yield from _fused_optimizers(child)
-    elif isinstance(optimizer, OptimizerWrapper):
-        yield from _fused_optimizers(optimizer._optimizer)
 
 
 def apply_fused_lr_now(optimizer: torch.optim.Optimizer) -> None:
@@ -115,8 +62,9 @@ def apply_fused_lr_now(optimizer: torch.optim.Optimizer) -> None:
     its group's lr into the kernel only in step()/zero_grad(). An lr changed after optimizer.step()
     would therefore be used one step late. A fused optimizer's step() does nothing else.
     """
-    for fused in _fused_optimizers(optimizer):
-        fused.step()
+    for _, leaf in leaf_optimizers(optimizer):
+        if isinstance(leaf, FusedOptimizer):
+            leaf.step()
 
 
 def _describe_groups(names: Sequence[Optional[str]], indices: Iterable[int]) -> str:

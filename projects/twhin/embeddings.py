@@ -33,7 +33,8 @@ from tml.common import filesystem
 from tml.common.entry_point import call_command, command_parser, run_command
 from tml.common.checkpointing import get_checkpoint, read_metadata, restore
 from tml.common.checkpointing.layout import join
-from tml.projects.twhin.models.models import TRANSLATION_PARAM, table_of_parameter
+from tml.core.optimizers import table_of_parameter
+from tml.projects.twhin.models.models import TRANSLATION_PARAM
 
 EXPORT_METADATA = "embeddings.json"
 MODEL_KEY = "model"

@@ -23,13 +23,14 @@ from tml.common.modules.embedding.pretrained import load_pretrained_tables
 from tml.common.sharding import maybe_shard_model
 from tml.core import custom_training_loop as ctl
 from tml.core.config import ConfigError
+from tml.core.optimizers import apply_embedding_optimizers
 from tml.core.summary import format_scalars, tensorboard_command
 from tml.ml_logging.torch_logging import logging
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.data import create_dataset
 from tml.projects.twhin.data.edges import EdgesDataset
 from tml.projects.twhin.metrics import LinkPredictionEvaluator, create_metrics
-from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
+from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
 from tml.projects.twhin.optimizer import build_optimizer
 
 # Name of the evaluation set: its TensorBoard run is `eval_validation`.
@@ -40,7 +41,7 @@ def build_model_and_optimizer(config: TwhinConfig, device: torch.device) -> tupl
     """The sharded model-and-loss, its combined optimizer and the LR scheduler driving every group."""
     torch.manual_seed(config.train_data.seed)  # the relation vectors' init; tables are built by DMP
     model = TwhinModel(config.model)  # tables on the meta device: each is allocated where it is placed
-    apply_optimizers(model, config.model)
+    apply_embedding_optimizers(model, config.model.embeddings.table_optimizers())
     sharded = maybe_shard_model(TwhinModelAndLoss(model, F.binary_cross_entropy_with_logits), device)
     load_pretrained_tables(sharded, config.model.embeddings.tables)  # a resumed run overwrites them
     optimizer, scheduler = build_optimizer(sharded, config.model)

@@ -25,9 +25,10 @@ from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torch.distributed.tensor import DTensor
 
 from tml.core.metrics import Auc
+from tml.core.optimizers import table_of_parameter
 from tml.projects.twhin.data.reader import EdgeArrays, read_edges
 from tml.projects.twhin.data.schema import GraphSchema
-from tml.projects.twhin.models.models import TwhinModel, table_of_parameter
+from tml.projects.twhin.models.models import TwhinModel
 
 if TYPE_CHECKING:
     from tml.projects.twhin.config import TwhinConfig

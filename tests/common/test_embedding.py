@@ -9,10 +9,10 @@ from tml.common.modules.embedding import (
     EmbeddingBagConfig,
     LargeEmbeddings,
     LargeEmbeddingsConfig,
-    Mode,
     concat_by_feature,
 )
 from tml.common.testing_utils import run_on_ranks
+from tml.core.optimizers import apply_embedding_optimizers
 
 from rank_fns_embedding import pooled_under_table_wise
 from tiny_recsys import TABLES
@@ -57,7 +57,6 @@ def test_the_original_twhin_tables_parse():
         ("tweet", 72_543, DataType.FP32),
     ]
     assert config.tables[1].optimizer.sgd.lr == 0.005 and config.tables[0].pretrained is None
-    assert Mode("evaluate") is Mode.EVALUATE
 
 
 def test_table_names_must_be_unique():
@@ -65,9 +64,13 @@ def test_table_names_must_be_unique():
         _config(("a", 3, 4, "fp32"), ("a", 5, 4, "fp32"))
 
 
-def test_optimizer_and_data_type_are_required():
-    with pytest.raises(pydantic.ValidationError, match=r"optimizer\n  Field required"):
-        EmbeddingBagConfig(name="a", num_embeddings=3, embedding_dim=4, data_type="fp32")
+def test_every_table_needs_an_optimizer_and_defaults_to_fp32():
+    table = EmbeddingBagConfig(name="a", num_embeddings=3, embedding_dim=4)
+    assert table.data_type == DataType.FP32 and table.optimizer is None
+    with pytest.raises(pydantic.ValidationError, match=r"embedding tables \['a'\] have no optimizer"):
+        LargeEmbeddingsConfig(tables=[table])
+    with pytest.raises(pydantic.ValidationError, match="at least one table"):
+        LargeEmbeddingsConfig(tables=[])
 
 
 def test_tables_are_built_on_the_meta_device_by_default_with_their_data_type():
@@ -79,27 +82,27 @@ def test_tables_are_built_on_the_meta_device_by_default_with_their_data_type():
     assert embeddings.feature_names == ["a", "b"] and embeddings.output_dim == 12
 
 
-def test_pooled_embeddings_sum_each_feature_and_pass_the_surgery_cut_point():
+def test_pooled_embeddings_sum_each_feature_in_table_order():
     embeddings = LargeEmbeddings(_config(("a", 3, 4, "fp32"), ("b", 2, 4, "fp32")), device="cpu")
     with torch.no_grad():
         embeddings.ebc.embedding_bags["a"].weight.copy_(torch.tensor([[1.0, 2.0], [10.0, 20.0], [100.0, 200.0]]).repeat(1, 2))
         embeddings.ebc.embedding_bags["b"].weight.copy_(torch.tensor([[3.0], [5.0]]).repeat(1, 4))
-    seen = []
-    embeddings.surgery_cut_point.register_forward_hook(lambda module, inputs, output: seen.append(output.keys()))
     # Example 0: a = {0, 2}, b = {1}; example 1: a = {}, b = {0, 1, 1}.
     features = KeyedJaggedTensor.from_lengths_sync(
         keys=["a", "b"], values=torch.tensor([0, 2, 1, 0, 1, 1]), lengths=torch.tensor([2, 0, 1, 3])
     )
     pooled = embeddings.pooled_embeddings(features)
     assert pooled.tolist() == [[101.0, 202.0, 101.0, 202.0] + [5.0] * 4, [0.0] * 4 + [13.0] * 4]
-    assert seen == [["a", "b"]]
+    assert embeddings(features).keys() == ["a", "b"]
+    with pytest.raises(ValueError, match=r"sparse_features lacks the feature\(s\) \['b'\]"):
+        embeddings.pooled_embeddings(KeyedJaggedTensor.from_lengths_sync(keys=["a"], values=torch.tensor([0]), lengths=torch.tensor([1, 0])))
 
 
 def test_apply_embedding_optimizers_marks_every_table():
     embeddings = LargeEmbeddings(
         LargeEmbeddingsConfig.model_validate(yaml.safe_load(TWHIN_TABLES.replace("424_241", "8").replace("72_543", "8")))
     )
-    embeddings.apply_embedding_optimizers()
+    apply_embedding_optimizers(embeddings, embeddings.config.table_optimizers())
     for name, lr in (("user", 0.01), ("tweet", 0.005)):
         weight = embeddings.ebc.embedding_bags[name].weight
         assert weight._optimizer_classes == [torch.optim.SGD] and weight._optimizer_kwargs[0]["lr"] == lr

@@ -12,7 +12,6 @@ from tml.common.sharding import (
     CpuRowWiseEmbeddingBagCollectionSharder,
     TableShardingConfig,
     build_sharding_constraints,
-    get_dense_and_fused_optimizer,
     get_sharders,
     maybe_shard_model,
     quiet_torchrec_warnings,
@@ -20,7 +19,7 @@ from tml.common.sharding import (
 from tml.common.testing_utils import run_on_ranks
 
 from rank_fns_sharding import MIXED_PLAN, train_under_mixed_plan
-from tiny_recsys import TinyRecsys
+from tiny_recsys import TinyRecsys, attach_table_optimizers, tiny_optimizer
 
 
 
@@ -61,17 +60,24 @@ def test_one_rank_sharding_warns_about_tables_without_optimizer(process_group, w
     # One rank has nothing to synchronise: no DDP around the dense part (it costs a step ~0.25 ms).
     assert isinstance(sharded._dmp_wrapped_module, TinyRecsys)
     assert any("have no optimizer attached" in message and "embedding_bags.t0.weight" in message for message in warnings_seen)
-    optimizer = get_dense_and_fused_optimizer(sharded, lambda params: torch.optim.SGD(params, lr=0.1))
+    optimizer = tiny_optimizer(sharded, lambda params: torch.optim.SGD(params, lr=0.1), 0.1)
     assert [name for name, _ in optimizer.optimizers] == ["fused_opt", "dense_opt"]
 
 
-def test_unsharded_model_gets_the_dense_optimizer_only(warnings_seen):
+def test_an_unsharded_model_with_in_backward_optimizers_is_refused():
+    # Its tables would be updated inside backward, outside the optimizer, its schedules and checkpoints.
     model = TinyRecsys(device="cpu")
-    model.embeddings.apply_embedding_optimizers()
-    optimizer = get_dense_and_fused_optimizer(model, lambda params: torch.optim.SGD(params, lr=0.1))
+    attach_table_optimizers(model)
+    with pytest.raises(ValueError, match="have in-backward optimizers but the model is not sharded"):
+        tiny_optimizer(model, lambda params: torch.optim.SGD(params, lr=0.1), 0.1)
+
+
+def test_unsharded_tables_get_a_plain_optimizer_of_their_algorithm():
+    model = TinyRecsys(device="cpu")
+    optimizer = tiny_optimizer(model, lambda params: torch.optim.SGD(params, lr=0.1), 0.1)
     assert isinstance(optimizer, CombinedOptimizer)
-    assert sorted(optimizer.params) == sorted(f"dense_opt.{name}" for name, _ in model.mlp.named_parameters(prefix="mlp"))
-    assert any("optimizer state is not part of the returned optimizer" in message for message in warnings_seen)
+    assert [name for name, _ in optimizer.optimizers] == ["dense_opt", "table_t0", "table_t1", "table_t2", "table_t3"]
+    assert type(optimizer.optimizers[1][1]._optimizer) is torch.optim.Adagrad
 
 
 def test_quiet_torchrec_warnings_filters_the_known_noise():
@@ -92,7 +98,8 @@ def test_two_ranks_train_under_every_cpu_sharding_type():
         assert {name: kind for name, kind in result["plan"].items()} == MIXED_PLAN
         assert result["losses"][-1] < 0.5 * result["losses"][0]
         assert result["data_parallel_table_moved"]
-        assert result["optimizer_prefixes"] == ["dense_opt", "fused_opt"]
+        # The data-parallel table gets a plain optimizer of its own algorithm (Adagrad), not the dense Adam.
+        assert result["optimizer_prefixes"] == ["dense_opt", "fused_opt", "table_t3"]
         assert result["dense_wrapped_in_ddp"]
     # Each rank trained on its own batch: only DDP's gradient averaging keeps the dense weights equal.
     for mine, theirs in zip(results[0]["mlp_weights"], results[1]["mlp_weights"]):

@@ -113,16 +113,17 @@ def build_trainable(
 
     Needs an initialised process group. Returns (model, optimizer).
     """
-    from tml.common.sharding import get_dense_and_fused_optimizer, maybe_shard_model, quiet_torchrec_warnings
-    from tml.core.optimizers import apply_embedding_optimizer
+    from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
+    from tml.core.optimizers import DenseGroup, LearningRate, apply_embedding_optimizers, build_combined_optimizer, dense_parameters
     from tml.core.optimizers.config import EmbeddingOptimizerConfig, FusedAdagradConfig
 
     quiet_torchrec_warnings()
     torch.manual_seed(seed)
     model = TinyRanker(device=torch.device("meta"), batch_norm=batch_norm)
-    apply_embedding_optimizer(
-        model.ebc.parameters(), EmbeddingOptimizerConfig(adagrad=FusedAdagradConfig(lr=embedding_lr))
-    )
+    tables = {table.name: EmbeddingOptimizerConfig(adagrad=FusedAdagradConfig(lr=embedding_lr))
+              for table in model.ebc.embedding_bag_configs()}
+    apply_embedding_optimizers(model, tables)
     sharded = maybe_shard_model(model, device, sharding_constraints=sharding)
-    optimizer = get_dense_and_fused_optimizer(sharded, lambda params: torch.optim.Adam(params, lr=dense_lr))
+    adam = DenseGroup(dense_parameters(sharded), lambda params: torch.optim.Adam(params, lr=dense_lr), LearningRate(constant=dense_lr))
+    optimizer, _ = build_combined_optimizer(sharded, {"dense_opt": adam}, tables, fused_first=True)
     return sharded, optimizer

@@ -7,7 +7,7 @@ import torch
 
 from tml.common.modules.embedding import LargeEmbeddings, concat_by_feature
 from tml.common.sharding import TableShardingConfig, maybe_shard_model, quiet_torchrec_warnings
-from tiny_recsys import DIM, NUM_ROWS, TABLES, make_batch, tiny_config
+from tiny_recsys import DIM, NUM_ROWS, TABLES, attach_table_optimizers, make_batch, tiny_config
 
 
 def known_table(index: int) -> torch.Tensor:
@@ -26,7 +26,7 @@ def fill_tables(state_dict: dict[str, Any]) -> None:
 def pooled_under_table_wise(rank: int, world_size: int) -> dict[str, Any]:
     quiet_torchrec_warnings()
     embeddings = LargeEmbeddings(tiny_config())
-    embeddings.apply_embedding_optimizers()
+    attach_table_optimizers(embeddings)
     constraints = {name: TableShardingConfig(sharding_type="table_wise") for name in TABLES}
     sharded = maybe_shard_model(embeddings, torch.device("cpu"), constraints)
     fill_tables(sharded.state_dict())

@@ -8,7 +8,7 @@ import torch
 from tml.common.log_weights import log_ebc_norms, weights_to_log
 from tml.common.sharding import TableShardingConfig, maybe_shard_model, quiet_torchrec_warnings
 from rank_fns_embedding import fill_tables
-from tiny_recsys import TinyRecsys
+from tiny_recsys import TinyRecsys, attach_table_optimizers
 
 PLAN = {"t0": "row_wise", "t1": "table_wise", "t2": "table_wise", "t3": "row_wise"}
 
@@ -16,7 +16,7 @@ PLAN = {"t0": "row_wise", "t1": "table_wise", "t2": "table_wise", "t3": "row_wis
 def norms_of_sharded_tables(rank: int, world_size: int) -> dict[str, Any]:
     quiet_torchrec_warnings()
     model = TinyRecsys(seed=0)
-    model.embeddings.apply_embedding_optimizers()
+    attach_table_optimizers(model)
     constraints = {name: TableShardingConfig(sharding_type=kind) for name, kind in PLAN.items()}
     sharded = maybe_shard_model(model, torch.device("cpu"), constraints)
     state = sharded.state_dict()

@@ -24,7 +24,7 @@ def sharded_outputs_match_unsharded(rank: int, world_size: int, checkpoint_dir: 
     """Max |sharded - unsharded| logits, with tables placed table-wise over the ranks."""
     from tml.common.sharding import TableShardingConfig, maybe_shard_model, quiet_torchrec_warnings
     from tml.projects.home.recap.model.entrypoint import MultiTaskRankingModel
-    from tml.projects.home.recap.optimizer.optimizer import apply_embedding_optimizer
+    from tml.core.optimizers import apply_embedding_optimizers
 
     quiet_torchrec_warnings()
     config = _config()
@@ -33,7 +33,7 @@ def sharded_outputs_match_unsharded(rank: int, world_size: int, checkpoint_dir: 
     dcp.save({"model": reference.state_dict()}, checkpoint_id=checkpoint_dir)
 
     model = MultiTaskRankingModel(INPUT_SHAPES, config, embedding_device=torch.device("meta"))
-    apply_embedding_optimizer(model, config.large_embeddings.optimizer)
+    apply_embedding_optimizers(model, config.large_embeddings.table_optimizers())
     constraints = {name: TableShardingConfig(sharding_type="table_wise") for name in TABLES}
     sharded = maybe_shard_model(model, torch.device("cpu"), sharding_constraints=constraints)
     state = {"model": sharded.state_dict()}

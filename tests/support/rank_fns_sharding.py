@@ -6,8 +6,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from tml.common.sharding import TableShardingConfig, get_dense_and_fused_optimizer, maybe_shard_model, quiet_torchrec_warnings
-from tiny_recsys import TinyRecsys, make_batch
+from tml.common.sharding import TableShardingConfig, maybe_shard_model, quiet_torchrec_warnings
+from tiny_recsys import TinyRecsys, attach_table_optimizers, make_batch, tiny_optimizer
 
 MIXED_PLAN = {"t0": "row_wise", "t1": "column_wise", "t2": "table_row_wise", "t3": "data_parallel"}
 
@@ -16,10 +16,10 @@ def train_under_mixed_plan(rank: int, world_size: int) -> dict[str, Any]:
     """Every CPU-capable sharding type at once; the model must still learn a fixed batch."""
     quiet_torchrec_warnings()
     model = TinyRecsys(seed=0)
-    model.embeddings.apply_embedding_optimizers()
+    attach_table_optimizers(model)
     constraints = {name: TableShardingConfig(sharding_type=kind) for name, kind in MIXED_PLAN.items()}
     sharded = maybe_shard_model(model, torch.device("cpu"), constraints)
-    optimizer = get_dense_and_fused_optimizer(sharded, lambda params: torch.optim.Adam(params, lr=0.02))
+    optimizer = tiny_optimizer(sharded, lambda params: torch.optim.Adam(params, lr=0.02), 0.02)
     table_plan = sharded.plan.plan["embeddings.ebc"]
     weight_before = sharded.state_dict()["embeddings.ebc.embedding_bags.t3.weight"].clone()
     features, labels = make_batch(seed=rank)

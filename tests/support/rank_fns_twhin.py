@@ -10,7 +10,8 @@ from tml.projects.twhin.data.reader import EdgeArrays
 from tml.projects.twhin.data.schema import GraphSchema
 from tml.projects.twhin.metrics import link_prediction_ranks
 from tml.projects.twhin.models.config import TwhinModelConfig
-from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
+from tml.core.optimizers import apply_embedding_optimizers
+from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
 
 # user split by rows across ranks, tweet placed whole on one rank: both paths of the table gather.
 CONSTRAINTS = {
@@ -26,7 +27,7 @@ def ranks_from_checkpoint(
     config = TwhinModelConfig.model_validate_json(config_json)
     torch.manual_seed(100 + rank)  # a different init on every rank and world size: only the checkpoint counts
     module = TwhinModelAndLoss(TwhinModel(config))
-    apply_optimizers(module.model, config)
+    apply_embedding_optimizers(module, config.embeddings.table_optimizers())
     model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=CONSTRAINTS)
     load_model_weights(model, checkpoint)
     result = link_prediction_ranks(model, eval_edges, GraphSchema.from_model_config(config), known,
@@ -43,7 +44,7 @@ def save_sharded_checkpoint(rank: int, world_size: int, config_json: str, save_d
     config = TwhinModelConfig.model_validate_json(config_json)
     torch.manual_seed(5)
     module = TwhinModelAndLoss(TwhinModel(config))
-    apply_optimizers(module.model, config)
+    apply_embedding_optimizers(module, config.embeddings.table_optimizers())
     model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=CONSTRAINTS)
     CheckpointManager(save_dir).save(step, {"model": model})
     tables = {name: value.numpy() for name, value in gather_dense_tables(model, config.table_names).items()}
@@ -63,7 +64,7 @@ def train_on_ranks(rank: int, world_size: int, config_json: str, files: str, ste
     config = TwhinModelConfig.model_validate_json(config_json)
     torch.manual_seed(0)
     module = TwhinModelAndLoss(TwhinModel(config))
-    apply_optimizers(module.model, config)
+    apply_embedding_optimizers(module, config.embeddings.table_optimizers())
     model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=CONSTRAINTS)
     optimizer, scheduler = build_optimizer(model, config)
     dataset = EdgesDataset(files, GraphSchema.from_model_config(config), 50, in_batch_negatives=4,
@@ -95,7 +96,7 @@ def logits_against_tables(rank: int, world_size: int, config_json: str, edges_js
     config = TwhinModelConfig.model_validate_json(config_json)
     torch.manual_seed(3)
     module = TwhinModelAndLoss(TwhinModel(config))
-    apply_optimizers(module.model, config)
+    apply_embedding_optimizers(module, config.embeddings.table_optimizers())
     constraints = {name: TableShardingConfig(sharding_type="table_wise") for name in config.table_names}
     model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=constraints)
     model.eval()

@@ -9,7 +9,8 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from tml.common.modules.embedding import LargeEmbeddings, LargeEmbeddingsConfig
-from tml.common.sharding import TableShardingConfig, get_dense_and_fused_optimizer, maybe_shard_model, quiet_torchrec_warnings
+from tml.common.sharding import TableShardingConfig, maybe_shard_model, quiet_torchrec_warnings
+from tml.core.optimizers import DenseGroup, LearningRate, apply_embedding_optimizers, build_combined_optimizer, dense_parameters
 
 TABLES = ["t0", "t1", "t2", "t3"]
 NUM_ROWS = 16
@@ -40,6 +41,16 @@ class TinyRecsys(nn.Module):
         return self.mlp(self.embeddings.pooled_embeddings(features)).squeeze(-1)
 
 
+def attach_table_optimizers(model: nn.Module) -> None:
+    apply_embedding_optimizers(model, tiny_config().table_optimizers())
+
+
+def tiny_optimizer(model: nn.Module, factory: Any, lr: float) -> Any:
+    """The fused tables' optimizer ("fused_opt") and `factory` over the dense parameters ("dense_opt")."""
+    dense = DenseGroup(dense_parameters(model), factory, LearningRate(constant=lr))
+    return build_combined_optimizer(model, {"dense_opt": dense}, tiny_config().table_optimizers(), fused_first=True)[0]
+
+
 def make_batch(seed: int) -> tuple[KeyedJaggedTensor, torch.Tensor]:
     """A deterministic batch: 0-3 ids per feature and example, binary labels."""
     generator = torch.Generator().manual_seed(seed)
@@ -60,10 +71,10 @@ def build_sharded(
     the tables, Adam for the MLP."""
     quiet_torchrec_warnings()
     model = TinyRecsys(seed=seed, num_rows=num_rows)
-    model.embeddings.apply_embedding_optimizers()
+    attach_table_optimizers(model)
     constraints = {name: TableShardingConfig(sharding_type=sharding_type) for name in TABLES}
     sharded = maybe_shard_model(model, torch.device("cpu"), constraints)
-    optimizer = get_dense_and_fused_optimizer(sharded, lambda params: torch.optim.Adam(params, lr=adam_lr))
+    optimizer = tiny_optimizer(sharded, lambda params: torch.optim.Adam(params, lr=adam_lr), adam_lr)
     return sharded, optimizer
 
 

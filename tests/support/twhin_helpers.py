@@ -45,13 +45,14 @@ def model_config(
 def sharded_model(config: TwhinModelConfig, seed: int = 0):
     """(DMP-wrapped TwhinModelAndLoss, optimizer, scheduler) on the current process group."""
     from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
-    from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
+    from tml.core.optimizers import apply_embedding_optimizers
+    from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
     from tml.projects.twhin.optimizer import build_optimizer
 
     quiet_torchrec_warnings()
     torch.manual_seed(seed)
     model = TwhinModelAndLoss(TwhinModel(config))
-    apply_optimizers(model.model, config)
+    apply_embedding_optimizers(model, config.embeddings.table_optimizers())
     sharded = maybe_shard_model(model, torch.device("cpu"))
     optimizer, scheduler = build_optimizer(sharded, config)
     return sharded, optimizer, scheduler

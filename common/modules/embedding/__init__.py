@@ -4,7 +4,6 @@ from tml.common.modules.embedding.config import (
     EmbeddingBagConfig,
     EmbeddingSnapshot,
     LargeEmbeddingsConfig,
-    Mode,
 )
 from tml.common.modules.embedding.embedding import LargeEmbeddings, concat_by_feature
 
@@ -14,6 +13,5 @@ __all__ = [
     "EmbeddingSnapshot",
     "LargeEmbeddings",
     "LargeEmbeddingsConfig",
-    "Mode",
     "concat_by_feature",
 ]

@@ -1,4 +1,9 @@
-"""Configs of large (sharded) embedding tables, as in the original's YAML files."""
+"""Configs of large (sharded) embedding tables: the one schema both projects' YAML translate into.
+
+TwHIN's YAML gives each table its own `optimizer` and `data_type` (as the original's did); the Heavy
+Ranker's gives one optimizer for all tables (`RecapLargeEmbeddingsConfig` supplies it through
+`shared_optimizer`) and no data type (fp32).
+"""
 from __future__ import annotations
 
 import enum
@@ -34,10 +39,12 @@ class EmbeddingBagConfig(BaseConfig):
     )
     pretrained: Optional[EmbeddingSnapshot] = Field(None, description="Initial weights, if any.")
     vocab: Optional[str] = Field(None, description="Path of the vocabulary mapping ids to rows, if any.")
-    optimizer: EmbeddingOptimizerConfig = Field(
-        description="Optimizer fused into the embedding kernel (SGD, Adagrad or row-wise Adagrad)."
+    optimizer: Optional[EmbeddingOptimizerConfig] = Field(
+        None,
+        description="Optimizer fused into the embedding kernel (SGD, Adagrad or row-wise Adagrad), with "
+        "its LR schedule. Required unless the embeddings section gives one for all tables.",
     )
-    data_type: DataType = Field(description="Storage type of the weights.")
+    data_type: DataType = Field(DataType.FP32, description="Storage type of the weights.")
 
     @field_validator("embedding_dim")
     @classmethod
@@ -62,18 +69,29 @@ class LargeEmbeddingsConfig(BaseConfig):
         "state-dict keys of their weights.",
     )
 
+    def shared_optimizer(self) -> Optional[EmbeddingOptimizerConfig]:
+        """The optimizer of tables that name none (a subclass's section-wide setting)."""
+        return None
+
+    def table_optimizers(self) -> dict[str, EmbeddingOptimizerConfig]:
+        """Each table's optimizer, in table order: its own, else the shared one."""
+        shared = self.shared_optimizer()
+        return {table.name: table.optimizer or shared for table in self.tables}
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The sparse features the tables read (one per table, of the table's name), in table order."""
+        return [table.name for table in self.tables]
+
     @model_validator(mode="after")
-    def _check_names(self) -> "LargeEmbeddingsConfig":
+    def _check_tables(self) -> "LargeEmbeddingsConfig":
+        if not self.tables:
+            raise ValueError("large embeddings need at least one table.")
         names = [table.name for table in self.tables]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"embedding table names must be unique; repeated: {duplicates}.")
+        without = [name for name, optimizer in self.table_optimizers().items() if optimizer is None]
+        if without:
+            raise ValueError(f"embedding tables {without} have no optimizer; give each table an `optimizer`.")
         return self
-
-
-class Mode(str, enum.Enum):
-    """Job modes."""
-
-    TRAIN = "train"
-    EVALUATE = "evaluate"
-    INFERENCE = "inference"

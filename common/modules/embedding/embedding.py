@@ -1,4 +1,9 @@
-"""`LargeEmbeddings`: the sharded embedding tables of a model, one feature per table, sum-pooled."""
+"""`LargeEmbeddings`: a model's large embedding tables in one torchrec EmbeddingBagCollection.
+
+One feature per table, of the table's name, sum-pooled. Built on the meta device so that
+DistributedModelParallel allocates each table only where torchrec's planner places it. Give the
+tables their optimizers with `tml.core.optimizers.apply_embedding_optimizers` before sharding.
+"""
 from __future__ import annotations
 
 from typing import Optional, Union
@@ -12,7 +17,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 from torchrec.types import DataType as TorchrecDataType
 
 from tml.common.modules.embedding.config import DataType, EmbeddingBagConfig, LargeEmbeddingsConfig
-from tml.core.optimizers import apply_embedding_optimizer
+from tml.common.tracing import is_tracing
+from tml.ml_logging.torch_logging import logging
 
 _DATA_TYPES = {DataType.FP32: TorchrecDataType.FP32, DataType.FP16: TorchrecDataType.FP16}
 
@@ -29,10 +35,11 @@ def _torchrec_table(table: EmbeddingBagConfig) -> TorchrecEmbeddingBagConfig:
 
 
 class LargeEmbeddings(nn.Module):
-    """One EmbeddingBagCollection built from a `LargeEmbeddingsConfig`.
+    """`forward(sparse_features) -> KeyedTensor` of pooled embeddings, `pooled_embeddings(...)` ->
+    [batch, output_dim] in table order.
 
-    Tables are created on the meta device by default, so that sharding (DMP) materialises each one
-    only on the ranks it is placed on; pass `device` to build a plain, unsharded module instead.
+    `device=None` leaves the tables on the meta device for sharding; pass a device to build a plain,
+    unsharded module (evaluation, export, tests).
     """
 
     def __init__(
@@ -42,41 +49,47 @@ class LargeEmbeddings(nn.Module):
     ) -> None:
         super().__init__()
         self.config = large_embeddings_config
+        for table in large_embeddings_config.tables:
+            if table.vocab is not None:
+                logging.warning(
+                    f"large embedding table '{table.name}': `vocab` is not applied by the model; map ids to "
+                    f"rows in the data pipeline."
+                )
         self.ebc = EmbeddingBagCollection(
             tables=[_torchrec_table(table) for table in large_embeddings_config.tables],
             device=torch.device(device if device is not None else "meta"),
         )
-        # Serving-time model surgery replaces this module to cut the graph after the lookups.
-        self.surgery_cut_point = nn.Identity()
 
     @property
     def feature_names(self) -> list[str]:
-        """Feature names in config order: the order of `pooled_embeddings` columns."""
-        return [table.name for table in self.config.tables]
+        """Feature names in table order: the order of `pooled_embeddings` columns."""
+        return self.config.feature_names
 
     @property
     def output_dim(self) -> int:
         return sum(table.embedding_dim for table in self.config.tables)
 
-    def apply_embedding_optimizers(self) -> None:
-        """Attach each table's configured optimizer; call before sharding so it gets fused."""
-        for table in self.config.tables:
-            apply_embedding_optimizer(self.ebc.embedding_bags[table.name].parameters(), table.optimizer)
-
     def forward(self, sparse_features: KeyedJaggedTensor) -> KeyedTensor:
         """Pooled embeddings keyed by feature. Their order in the KeyedTensor depends on the
         sharding plan: read them by name (`to_dict()`), or use `pooled_embeddings`."""
-        return self.surgery_cut_point(self.ebc(sparse_features))
+        return self.ebc(sparse_features)
 
     def pooled_embeddings(self, sparse_features: KeyedJaggedTensor) -> torch.Tensor:
-        """[batch, output_dim]: each feature's pooled embedding, concatenated in config order."""
+        """[batch, output_dim]: each feature's pooled embedding, concatenated in table order (by name,
+        so the result does not depend on the sharding plan)."""
+        missing = [] if is_tracing() else [n for n in self.feature_names if n not in sparse_features.keys()]
+        if missing:
+            raise ValueError(
+                f"sparse_features lacks the feature(s) {missing} that large embedding tables of the same "
+                f"name read; it has {sparse_features.keys()}."
+            )
         return concat_by_feature(self(sparse_features), self.feature_names)
 
 
 def concat_by_feature(pooled: KeyedTensor, feature_names: list[str]) -> torch.Tensor:
     """Columns of `pooled` taken by name, so the result does not depend on the sharding plan."""
     by_name = pooled.to_dict()
-    missing = [name for name in feature_names if name not in by_name]
+    missing = [] if is_tracing() else [name for name in feature_names if name not in by_name]
     if missing:
         raise KeyError(f"pooled embeddings lack features {missing}; they have {sorted(by_name)}.")
     return torch.cat([by_name[name] for name in feature_names], dim=1)

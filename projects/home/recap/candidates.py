@@ -16,13 +16,13 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from tml.core.job_mode import JobMode
 from tml.projects.home.recap.data.arrow_columns import column_to_numpy
 from tml.projects.home.recap.data.assembly import BatchAssembler, to_tensors
 from tml.projects.home.recap.data.batch import RecapBatch
 from tml.projects.home.recap.data.chunk_source import DataStats
 from tml.projects.home.recap.data.config import RecapDataConfig
 from tml.projects.home.recap.data.file_listing import list_input_files
-from tml.projects.home.recap.data.job_modes import INFERENCE
 from tml.projects.home.recap.data.parquet_reader import ParquetChunkReader, ReadUnit, open_parquet
 from tml.projects.home.recap.data.preprocessors import DownCast, TruncateAndSlice
 from tml.projects.home.recap.data.segdense import SegDenseFeature, load_segdense_schema, plan_features
@@ -94,7 +94,7 @@ class CandidateReader:
         self.id_columns = list(id_columns)
         self._id_features = _id_features(schema, self.id_columns, schema_path)
         self._assembler = BatchAssembler(
-            inference_config, self.plan, INFERENCE, DataStats(), list(sparse_feature_names)
+            inference_config, self.plan, JobMode.INFERENCE, DataStats(), list(sparse_feature_names)
         )
         self._reader = ParquetChunkReader(self.plan, max_chunk_rows=max(batch_rows, 1 << 16))
         self.batch_rows = batch_rows

@@ -14,7 +14,6 @@ does that at start-up (`tml.projects.home.recap.job.check_tasks`), where it can 
 from __future__ import annotations
 
 import copy
-import enum
 from typing import Any, Dict, Optional
 
 import pydantic
@@ -23,20 +22,12 @@ from pydantic import Field, NonNegativeInt, PositiveInt
 from tml.core.config import BaseConfig
 from tml.core.config.training import RuntimeConfig
 from tml.core.config.training import TrainingConfig as CoreTrainingConfig
-from tml.projects.home.recap.data import job_modes
+from tml.core.job_mode import JobMode  # noqa: F401 (the original's import path)
 from tml.projects.home.recap.data.config import RecapDataConfig
 from tml.projects.home.recap.model.config import ModelConfig
 from tml.projects.home.recap.optimizer.config import RecapOptimizerConfig
 
 DEFAULT_NUM_TRAIN_STEPS = 1_000_000
-
-
-class JobMode(str, enum.Enum):
-    """What a job does with the data (the data pipeline compares these values)."""
-
-    TRAIN = job_modes.TRAIN
-    EVALUATE = job_modes.EVALUATE
-    INFERENCE = job_modes.INFERENCE
 
 
 def _training_fields() -> Dict[str, Any]:

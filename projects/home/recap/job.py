@@ -20,6 +20,7 @@ from tml.common.sharding import maybe_shard_model
 from tml.core import custom_training_loop as ctl
 from tml.core import debug_training_loop
 from tml.core.config import ConfigError, load_config_from_yaml
+from tml.core.optimizers import apply_embedding_optimizers
 from tml.core.summary import tensorboard_command
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.config import JobMode, RecapConfig, run_seed
@@ -142,13 +143,11 @@ def build_model_and_optimizer(
         embedding_device=torch.device("meta") if large is not None else None,
     )
     if large is not None:
-        recap_optimizer.apply_embedding_optimizer(model, large.optimizer)
+        apply_embedding_optimizers(model, large.table_optimizers())
     model = maybe_shard_model(model, device)
     if large is not None:
         load_pretrained_tables(model, large.tables)  # tables with `pretrained`; a resumed run overwrites them
-    optimizer, scheduler = recap_optimizer.build_optimizer(
-        model, config.optimizer, large.optimizer if large is not None else None
-    )
+    optimizer, scheduler = recap_optimizer.build_optimizer(model, config.optimizer, large)
     return model, optimizer, scheduler
 
 

@@ -10,17 +10,14 @@ part of one batched matrix product: [K, C, D] queries x [K, D, C + G] candidates
 """
 from __future__ import annotations
 
-import re
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
-from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
 from tml.common.modules.embedding.embedding import LargeEmbeddings
-from tml.core.optimizers import get_embedding_optimizer, get_learning_rate
 from tml.projects.twhin.data.edges import SIDES, EdgeBatch
 from tml.projects.twhin.models.config import Operator, TwhinModelConfig
 from tml.projects.twhin.models.losses import LOSSES, ChunkScores, regularization
@@ -29,13 +26,6 @@ from tml.projects.twhin.models.operators import OPERATORS, Query, ScoringOperato
 # The relation vectors' parameter name (the original's). With reciprocal relations it holds 2R rows:
 # relation r, then relation r read backwards at row R + r.
 TRANSLATION_PARAM = "all_trans_embs"
-_TABLE_WEIGHT = re.compile(r"(?:^|\.)embedding_bags\.([^.]+)\.weight$")
-
-
-def table_of_parameter(name: str) -> Optional[str]:
-    """The table whose weight a (state-dict or parameter) name denotes, else None."""
-    match = _TABLE_WEIGHT.search(name)
-    return match.group(1) if match else None
 
 
 class TwhinModel(nn.Module):
@@ -169,28 +159,6 @@ class TwhinModel(nn.Module):
             weights=batch.weights.view(chunks, size),
             touched=[lhs, rhs] + self._relation_rows(rels),
         )
-
-
-def apply_optimizers(model: TwhinModel, model_config: TwhinModelConfig) -> None:
-    """Attach each table's optimizer in backward (fused into the embedding kernels once sharded)."""
-    tables = model_config.embeddings.tables
-    optimizers = {table.name: get_embedding_optimizer(table.optimizer) for table in tables}
-
-    def settings(name: str) -> str:  # what torchrec groups kernels by
-        optimizer_class, kwargs = optimizers[name]
-        return f"{optimizer_class.__name__}{sorted(kwargs.items())}"
-
-    schedules: dict[str, set[str]] = {}
-    for table in tables:
-        schedules.setdefault(settings(table.name), set()).add(get_learning_rate(table.optimizer).model_dump_json())
-    for table in tables:
-        optimizer_class, kwargs = optimizers[table.name]
-        params = list(model.large_embeddings.ebc.embedding_bags[table.name].parameters())
-        apply_optimizer_in_backward(optimizer_class, params, kwargs)
-        if len(schedules[settings(table.name)]) > 1:
-            for param in params:
-                for fused_kwargs in param._optimizer_kwargs:
-                    fused_kwargs["use_one_tbe_per_table"] = True
 
 
 class TwhinModelAndLoss(nn.Module):

@@ -16,7 +16,7 @@ from tml.common.checkpointing import (
     save_state,
 )
 from tml.common.checkpointing import train_state as train_state_module
-from tml.common.sharding import get_dense_and_fused_optimizer
+from tml.core.optimizers import DenseGroup, LearningRate, build_combined_optimizer, dense_parameters
 from tml.ml_logging.torch_logging import logging as tml_logging
 
 
@@ -55,7 +55,10 @@ def _plain_adam(model):
 
 
 def _keyed_adam(model):
-    return get_dense_and_fused_optimizer(model, lambda params: torch.optim.Adam(params, lr=0.05, weight_decay=0.01))
+    adam = DenseGroup(
+        dense_parameters(model), lambda params: torch.optim.Adam(params, lr=0.05, weight_decay=0.01), LearningRate(constant=0.05)
+    )
+    return build_combined_optimizer(model, {"dense_opt": adam}, {})[0]
 
 
 @pytest.mark.parametrize("make_optimizer", [_plain_adam, _keyed_adam], ids=["torch", "keyed"])

@@ -18,7 +18,7 @@ from tml.core.optimizers import (
     EmbeddingOptimizerConfig,
     LearningRate,
     LRShim,
-    apply_embedding_optimizer,
+    apply_embedding_optimizers,
     get_embedding_optimizer,
     param_group_names,
 )
@@ -84,7 +84,7 @@ def _shard(model: TinyRanker) -> DistributedModelParallel:
 def _sharded_model(embedding_config: EmbeddingOptimizerConfig) -> DistributedModelParallel:
     torch.manual_seed(0)
     model = TinyRanker(embedding_device=torch.device("meta"))
-    apply_embedding_optimizer(model.ebc.parameters(), embedding_config)
+    apply_embedding_optimizers(model, {table: embedding_config for table, _, _ in TABLES})
     return _shard(model)
 
 

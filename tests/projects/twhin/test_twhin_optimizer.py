@@ -6,7 +6,8 @@ from tml.projects.twhin.data.edges import edges_to_batch
 from tml.projects.twhin.data.reader import EdgeArrays
 from tml.projects.twhin.data.schema import GraphSchema
 from tml.projects.twhin.metrics import gather_dense_tables, unwrap_twhin_model
-from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss, apply_optimizers
+from tml.core.optimizers import apply_embedding_optimizers
+from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
 from tml.projects.twhin.optimizer import build_optimizer
 from twhin_helpers import model_config as helper_config, sharded_model
 
@@ -77,7 +78,7 @@ def test_data_parallel_tables_get_a_dense_optimizer_of_their_algorithm(process_g
     schema = GraphSchema.from_model_config(config)
     torch.manual_seed(0)
     module = TwhinModelAndLoss(TwhinModel(config))
-    apply_optimizers(module.model, config)
+    apply_embedding_optimizers(module, config.embeddings.table_optimizers())
     model = maybe_shard_model(module, torch.device("cpu"),
                               sharding_constraints={"tweet": TableShardingConfig(sharding_type="data_parallel")})
     optimizer, scheduler = build_optimizer(model, config)

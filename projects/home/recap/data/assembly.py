@@ -12,12 +12,12 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from tml.core.job_mode import JobMode
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.data.arrow_columns import JaggedColumn
 from tml.projects.home.recap.data.batch import RecapBatch, to_batch
 from tml.projects.home.recap.data.chunk_source import DataStats
 from tml.projects.home.recap.data.config import RecapDataConfig
-from tml.projects.home.recap.data.job_modes import INFERENCE, mode_name
 from tml.projects.home.recap.data.preprocessors import (
     WEIGHTS,
     ExtractFeatures,
@@ -63,14 +63,14 @@ class BatchAssembler:
         self,
         config: RecapDataConfig,
         plan: FeaturePlan,
-        mode: Any,
+        mode: JobMode,
         stats: DataStats,
         sparse_feature_names: Sequence[str] = (),
         vocab_mapper: Optional[Callable[[Inputs], Inputs]] = None,
     ) -> None:
         self._config = config
         self._plan = plan
-        self._inference = mode_name(mode) == INFERENCE
+        self._inference = JobMode(mode) == JobMode.INFERENCE
         self._stats = stats
         self._sparse_feature_names = list(sparse_feature_names)
         self._vocab_mapper = vocab_mapper

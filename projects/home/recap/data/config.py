@@ -122,7 +122,7 @@ class TruncateAndSlice(BaseConfig):
     )
 
 
-class DataType(str, Enum):
+class DownCastType(str, Enum):
     BFLOAT16 = "bfloat16"
     BOOL = "bool"
     FLOAT32 = "float32"
@@ -131,7 +131,7 @@ class DataType(str, Enum):
 
 
 class DownCast(BaseConfig):
-    features: Optional[Dict[str, DataType]] = Field(
+    features: Optional[Dict[str, DownCastType]] = Field(
         None, description="Feature name -> dtype it is cast to; may lose precision, compare metrics."
     )
 

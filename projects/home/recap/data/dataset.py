@@ -14,13 +14,13 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 
 from tml.common import device
+from tml.core.job_mode import JobMode
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.data.assembly import BatchAssembler
 from tml.projects.home.recap.data.batch import RecapBatch
 from tml.projects.home.recap.data.chunk_source import ChunkSource, DataStats, SourceOptions
 from tml.projects.home.recap.data.config import RecapDataConfig
 from tml.projects.home.recap.data.file_listing import list_input_files
-from tml.projects.home.recap.data.job_modes import EVALUATE, INFERENCE, TRAIN, mode_name
 from tml.projects.home.recap.data.parquet_reader import ParquetChunkReader
 from tml.common.prefetch import BackgroundIterator, ordered_map
 from tml.projects.home.recap.data.segdense import plan_features
@@ -48,7 +48,7 @@ class RecapDataset(torch.utils.data.IterableDataset):
         self,
         data_config: RecapDataConfig,
         dataset_service: Optional[str] = None,
-        mode: Any = TRAIN,
+        mode: JobMode = JobMode.TRAIN,
         compression: Optional[str] = "AUTO",
         repeat: bool = False,
         vocab_mapper: Optional[Callable[[dict], dict]] = None,
@@ -62,7 +62,7 @@ class RecapDataset(torch.utils.data.IterableDataset):
         any) name the sparse features, unless `sparse_feature_names` is given."""
         super().__init__()
         self._config = data_config
-        self._mode = mode_name(mode)
+        self._mode = JobMode(mode)
         self._repeat = repeat
         self._rank = device.get_rank() if rank is None else rank
         self._world_size = device.get_world_size() if world_size is None else world_size
@@ -70,12 +70,12 @@ class RecapDataset(torch.utils.data.IterableDataset):
             logging.warning("the tf.data service is not used: every rank reads its own share of the files")
         logging.debug(f"labels: {list(data_config.tasks)}")  # the same list for every data set: once at INFO is enough (job.py)
 
-        self.plan = plan_features(data_config, with_labels=self._mode != INFERENCE)
+        self.plan = plan_features(data_config, with_labels=self._mode != JobMode.INFERENCE)
         self.files = list_input_files(data_config)
         logging.info(f"{len(self.files)} data files")
         downsample = data_config.preprocess.downsample_negatives if data_config.preprocess else None
-        multiplier = (downsample.batch_multiplier or 1) if downsample and self._mode != INFERENCE else 1
-        if downsample and self._mode != INFERENCE and downsample.num_engagements != len(data_config.tasks):
+        multiplier = (downsample.batch_multiplier or 1) if downsample and self._mode != JobMode.INFERENCE else 1
+        if downsample and self._mode != JobMode.INFERENCE and downsample.num_engagements != len(data_config.tasks):
             raise ValueError(
                 f"downsample_negatives.num_engagements is {downsample.num_engagements} but there are "
                 f"{len(data_config.tasks)} tasks; weights need one column per label"
@@ -130,7 +130,7 @@ class RecapDataset(torch.utils.data.IterableDataset):
             try:
                 for chunk in chunks:
                     yield from pool.add(chunk)
-                yield from pool.drain(pad_last=self._mode == EVALUATE and not self._repeat)
+                yield from pool.drain(pad_last=self._mode == JobMode.EVALUATE and not self._repeat)
             finally:
                 if isinstance(chunks, BackgroundIterator):
                     chunks.close()

@@ -2,7 +2,7 @@
 
 They run in the original's fixed order (downsample_negatives, truncate_and_slice, downcast,
 rectify_labels, extract_features) at train and evaluation time, never at inference. Fixes over the
-original: DownCast handles every DataType (it asserted on all but bfloat16 and bool) and
+original: DownCast handles every DownCastType (it asserted on all but bfloat16 and bool) and
 TruncateAndSlice logs how many features a mask keeps (it logged the sum of the indices).
 """
 from __future__ import annotations
@@ -13,21 +13,21 @@ import numpy as np
 import torch
 
 from tml.common.filesystem import util as fs_util
+from tml.core.job_mode import JobMode
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.data import config as data_config
 from tml.projects.home.recap.data.arrow_columns import JaggedColumn
-from tml.projects.home.recap.data.job_modes import INFERENCE, mode_name
 
 Inputs = dict[str, Any]
 Preprocessor = Callable[[Inputs], Inputs]
 WEIGHTS = "weights"
 
-TORCH_DTYPES: dict[data_config.DataType, torch.dtype] = {
-    data_config.DataType.BFLOAT16: torch.bfloat16,
-    data_config.DataType.BOOL: torch.bool,
-    data_config.DataType.FLOAT32: torch.float32,
-    data_config.DataType.FLOAT16: torch.float16,
-    data_config.DataType.UINT8: torch.uint8,
+TORCH_DTYPES: dict[data_config.DownCastType, torch.dtype] = {
+    data_config.DownCastType.BFLOAT16: torch.bfloat16,
+    data_config.DownCastType.BOOL: torch.bool,
+    data_config.DownCastType.FLOAT32: torch.float32,
+    data_config.DownCastType.FLOAT16: torch.float16,
+    data_config.DownCastType.UINT8: torch.uint8,
 }
 
 
@@ -147,7 +147,7 @@ class DownCast:
     """Casts listed features (e.g. to bfloat16 or bool) to cut memory and transfer; may lose precision."""
 
     def __init__(self, config: data_config.DownCast) -> None:
-        self.features = {name: TORCH_DTYPES[data_config.DataType(dtype)] for name, dtype in (config.features or {}).items()}
+        self.features = {name: TORCH_DTYPES[data_config.DownCastType(dtype)] for name, dtype in (config.features or {}).items()}
         if torch.bfloat16 in self.features.values():
             logging.warning("downcast to bfloat16 keeps float32's range but not its precision; compare metrics")
 
@@ -213,9 +213,9 @@ class PreprocessPipeline:
         return inputs
 
 
-def build_preprocess(config: data_config.Preprocess, mode: Any = "train") -> Optional[PreprocessPipeline]:
+def build_preprocess(config: data_config.Preprocess, mode: JobMode = JobMode.TRAIN) -> Optional[PreprocessPipeline]:
     """The configured stages in the fixed order; None at inference."""
-    if mode_name(mode) == INFERENCE:
+    if JobMode(mode) == JobMode.INFERENCE:
         logging.info("no preprocessing at inference")
         return None
     stages: list[Preprocessor] = []

@@ -4,58 +4,38 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveInt
 
+from tml.common.modules.embedding.config import LargeEmbeddingsConfig
 from tml.core.config import BaseConfig
-from tml.core.optimizers.config import LearningRate, LearningRateValue
+from tml.core.optimizers.config import EmbeddingOptimizerConfig, FusedSgdConfig, LearningRate, LearningRateValue
 
 
-class EmbeddingSnapshot(BaseConfig):
-    """Where a pretrained table comes from (e.g. a TwHIN checkpoint)."""
+class RecapEmbeddingOptimizerConfig(BaseConfig):
+    """The Heavy Ranker's YAML form of the large tables' optimizer: SGD for every table.
 
-    emb_name: str = Field(..., description="Name of the table inside the loaded checkpoint.")
-    embedding_snapshot_uri: str = Field(..., description="Path of the checkpoint holding the table.")
-
-
-class EmbeddingBagConfig(BaseConfig):
-    """One large table. Its single feature in the batch's KeyedJaggedTensor has the table's name."""
-
-    name: str = Field(..., description="Table name; also the sparse feature key it pools.")
-    num_embeddings: PositiveInt = Field(..., description="Rows (vocabulary size).")
-    embedding_dim: PositiveInt = Field(
-        ..., description="Width of a row. Sharded (fused-kernel) tables need a multiple of 4."
-    )
-    pretrained: Optional[EmbeddingSnapshot] = Field(None, description="Initial values from a checkpoint.")
-    vocab: Optional[str] = Field(
-        None, description="Directory of parquet files mapping entity ids to row indices."
-    )
-
-    @field_validator("embedding_dim")
-    @classmethod
-    def _fits_fused_kernel(cls, dim: int) -> int:
-        if dim % 4:
-            raise ValueError(
-                f"embedding_dim must be a multiple of 4 (FBGEMM's fused embedding kernels need it), got {dim}; "
-                f"use {dim - dim % 4 or 4} or {dim + 4 - dim % 4}."
-            )
-        return dim
-
-
-class EmbeddingOptimizerConfig(BaseConfig):
-    """SGD for the large tables, fused into the backward pass when the tables are sharded."""
+    Translated into the one `EmbeddingOptimizerConfig` by `to_embedding_optimizer`.
+    """
 
     learning_rate: Optional[LearningRate] = Field(
         None, description="Schedule of the embedding LR; None keeps init_learning_rate constant."
     )
     init_learning_rate: LearningRateValue = Field(..., description="LR the fused optimizer is created with.")
 
+    def to_embedding_optimizer(self) -> EmbeddingOptimizerConfig:
+        return EmbeddingOptimizerConfig(
+            sgd=FusedSgdConfig(lr=self.init_learning_rate), learning_rate=self.learning_rate
+        )
 
-class LargeEmbeddingsConfig(BaseConfig):
-    """Tables looked up from `sparse_features`; outputs are concatenated in the order listed here."""
 
-    tables: List[EmbeddingBagConfig] = Field(..., description="The tables, in model-input order.")
-    optimizer: EmbeddingOptimizerConfig
-    tables_to_log: Optional[List[str]] = Field(None, description="Tables whose norms are logged.")
+class RecapLargeEmbeddingsConfig(LargeEmbeddingsConfig):
+    """`model.large_embeddings`: tables looked up from `sparse_features` (outputs concatenated in the
+    order listed), all trained by `optimizer` unless a table names its own."""
+
+    optimizer: RecapEmbeddingOptimizerConfig = Field(..., description="SGD (and schedule) of every table.")
+
+    def shared_optimizer(self) -> Optional[EmbeddingOptimizerConfig]:
+        return self.optimizer.to_embedding_optimizer()
 
 
 class StratifierConfig(BaseConfig):

@@ -14,7 +14,7 @@ from pydantic import Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from tml.core.config import BaseConfig
 from tml.projects.home.recap.embedding.config import (
-    LargeEmbeddingsConfig,
+    RecapLargeEmbeddingsConfig,
     SmallEmbeddingsConfig,
     StratifierConfig,
 )
@@ -201,7 +201,7 @@ class ModelConfig(BaseConfig):
         description="calibration: train on the down-sampled data as it is and let calibrated_probabilities "
         "undo train_data's rates; loss_weights: weight the loss by 1/rate, calibrated = raw probabilities.",
     )
-    large_embeddings: Optional[LargeEmbeddingsConfig] = None
+    large_embeddings: Optional[RecapLargeEmbeddingsConfig] = None
     small_embeddings: Optional[SmallEmbeddingsConfig] = None
     position_debias_config: Optional[PositionDebiasConfig] = None
     featurization_config: Optional[FeaturizationConfig] = None

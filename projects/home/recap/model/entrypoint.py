@@ -18,18 +18,18 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+from tml.common.modules.embedding import LargeEmbeddings
+from tml.common.tracing import is_tracing
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.model.config import DownsamplingCorrection, ModelConfig, MultiTaskType, TaskModel
 from tml.projects.home.recap.model.dcn import Dcn
 from tml.projects.home.recap.model.dlrm import DENSE, EMBEDDING, Dlrm, FeatureSegment
 from tml.projects.home.recap.model.feature_transform import build_features_preprocessor, feature_shape
-from tml.projects.home.recap.model.large_embeddings import LargeEmbeddings
 from tml.projects.home.recap.model.mask_net import MaskNet
 from tml.projects.home.recap.model.mlp import Mlp
 from tml.projects.home.recap.model.numeric_calibration import NumericCalibration
 from tml.projects.home.recap.model.position_debias import PositionDebias
 from tml.projects.home.recap.model.small_embeddings import SmallEmbeddings
-from tml.projects.home.recap.model.tracing import is_tracing
 
 InputShapes = Mapping[str, Sequence[int]]
 
@@ -121,7 +121,8 @@ class MultiTaskRankingModel(nn.Module):
 
         self.large_embeddings: Optional[LargeEmbeddings] = None
         if config.large_embeddings is not None:
-            self.large_embeddings = LargeEmbeddings(config.large_embeddings, device=embedding_device)
+            # Unlike LargeEmbeddings' own default (meta), no device here means a plain CPU module.
+            self.large_embeddings = LargeEmbeddings(config.large_embeddings, device=embedding_device or "cpu")
             layout += [
                 FeatureSegment(t.name, t.embedding_dim, EMBEDDING) for t in config.large_embeddings.tables
             ]
@@ -206,7 +207,7 @@ class MultiTaskRankingModel(nn.Module):
         if self.large_embeddings is not None:
             if sparse_features is None:
                 raise ValueError("the model has large embeddings but the batch has no sparse_features.")
-            parts.append(self.large_embeddings(sparse_features))
+            parts.append(self.large_embeddings.pooled_embeddings(sparse_features))
         if self.small_embeddings is not None:
             parts.append(
                 self.small_embeddings(_required(discrete_features, "discrete_features", "small embeddings"))

@@ -12,12 +12,12 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from tml.common.tracing import is_fx_symbolic_tracing
 from tml.core.loss_type import LossType
 from tml.core.losses import build_multi_task_loss
 from tml.projects.home.recap.embedding.config import StratifierConfig
 from tml.projects.home.recap.model.config import ModelConfig
 from tml.projects.home.recap.model.numeric_calibration import sampling_weights
-from tml.projects.home.recap.model.tracing import is_fx_symbolic_tracing
 
 # Batch fields the ranking model reads; anything else in the batch is not passed to it.
 MODEL_INPUTS = (

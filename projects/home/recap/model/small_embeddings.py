@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tml.common.tracing import is_tracing
 from tml.projects.home.recap.embedding.config import SmallEmbeddingsConfig
-from tml.projects.home.recap.model.tracing import is_tracing
 
 
 class SmallEmbeddings(nn.Module):

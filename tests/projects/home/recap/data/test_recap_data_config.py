@@ -74,7 +74,7 @@ def test_defaults_match_the_original():
         served_timestamp_field="s", impressed_timestamp_field="i", label_to_engaged_timestamp_field={}
     ).label_rectification_window_in_hours == 3.0
     assert data_config.DownsampleNegatives(num_engagements=2).batch_multiplier is None
-    assert [t.value for t in data_config.DataType] == ["bfloat16", "bool", "float32", "float16", "uint8"]
+    assert [t.value for t in data_config.DownCastType] == ["bfloat16", "bool", "float32", "float16", "uint8"]
 
 
 def test_explicit_nulls_load():

@@ -4,7 +4,7 @@ import pydantic
 import pytest
 import yaml
 
-from tml.projects.home.recap.embedding.config import LargeEmbeddingsConfig, SmallEmbeddingsConfig
+from tml.projects.home.recap.embedding.config import RecapLargeEmbeddingsConfig, SmallEmbeddingsConfig
 from tml.projects.home.recap.model.config import (
     BatchNormConfig,
     ClipLog1pAbsConfig,
@@ -102,7 +102,7 @@ def test_field_groups():
 
 
 def test_embedding_configs():
-    large = LargeEmbeddingsConfig.model_validate(
+    large = RecapLargeEmbeddingsConfig.model_validate(
         {
             "tables": [
                 {"name": "user", "num_embeddings": 10, "embedding_dim": 8, "pretrained": None, "vocab": None}
@@ -112,6 +112,10 @@ def test_embedding_configs():
         }
     )
     assert large.optimizer.learning_rate.constant == 0.25
+    # Translated into the one embedding optimizer: SGD at init_learning_rate, following the schedule.
+    (table_optimizer,) = large.table_optimizers().values()
+    assert table_optimizer.sgd.lr == 0.5 and table_optimizer.learning_rate.constant == 0.25
+    assert large.tables[0].data_type.value == "fp32"
     small = SmallEmbeddingsConfig.model_validate(
         {"tables": [{"name": "t", "num_embeddings": 3, "embedding_dim": 2, "index": 1}]}
     )

@@ -142,7 +142,7 @@ def test_large_embeddings_are_taken_by_feature_name():
     torch.testing.assert_close(
         model(**fields, sparse_features=kjt)["logits"], model(**fields, sparse_features=reordered)["logits"]
     )
-    pooled = model.large_embeddings(kjt)
+    pooled = model.large_embeddings.pooled_embeddings(kjt)
     user = kjt["user_id"]
     first_user_ids = user.values()[: user.lengths()[0]]
     torch.testing.assert_close(

@@ -6,7 +6,8 @@ from tml.projects.home.recap.data.batch import RecapBatch
 from tml.projects.home.recap.model.entrypoint import MultiTaskRankingModel
 from tml.projects.home.recap.model.model_and_loss import RecapModelAndLoss, build_recap_loss
 from tml.projects.home.recap.optimizer.config import RecapOptimizerConfig
-from tml.projects.home.recap.optimizer.optimizer import apply_embedding_optimizer, build_optimizer
+from tml.core.optimizers import apply_embedding_optimizers
+from tml.projects.home.recap.optimizer.optimizer import build_optimizer
 
 
 def recap_batch(seed: int) -> RecapBatch:
@@ -33,12 +34,12 @@ def test_sharded_model_trains_in_torchrec_sparse_dist_pipeline(process_group):
     torch.manual_seed(0)
     config = all_inputs_config("mask_net_parallel", "share_partial")
     model = MultiTaskRankingModel(INPUT_SHAPES, config, embedding_device=torch.device("meta"))
-    apply_embedding_optimizer(model, config.large_embeddings.optimizer)
+    apply_embedding_optimizers(model, config.large_embeddings.table_optimizers())
     sharded = maybe_shard_model(RecapModelAndLoss(model, build_recap_loss(config)), torch.device("cpu"))
     optimizer_config = RecapOptimizerConfig.model_validate(
         {"adam": {}, "single_task_learning_rate": {"constant": 0.01}}
     )
-    optimizer, scheduler = build_optimizer(sharded, optimizer_config, config.large_embeddings.optimizer)
+    optimizer, scheduler = build_optimizer(sharded, optimizer_config, config.large_embeddings)
     pipeline = TrainPipelineSparseDist(sharded, optimizer, torch.device("cpu"))
 
     batches = iter([recap_batch(seed % 4) for seed in range(40)])

@@ -13,12 +13,12 @@ from recap_model_builders import (
 )
 from torch import nn
 
-from tml.core.optimizers import param_group_names
-from tml.projects.home.recap.embedding.config import EmbeddingOptimizerConfig
+from tml.core.optimizers import apply_embedding_optimizers, param_group_names
+from tml.projects.home.recap.embedding.config import RecapLargeEmbeddingsConfig
 from tml.projects.home.recap.model.entrypoint import MultiTaskRankingModel, sanitize
 from tml.projects.home.recap.model.model_and_loss import RecapModelAndLoss, build_recap_loss
 from tml.projects.home.recap.optimizer.config import RecapOptimizerConfig
-from tml.projects.home.recap.optimizer.optimizer import apply_embedding_optimizer, build_optimizer
+from tml.projects.home.recap.optimizer.optimizer import build_optimizer
 
 FAV, REPLY = TASKS
 
@@ -123,15 +123,18 @@ def test_a_parameter_in_two_towers_is_an_error():
         build_optimizer(model, multi_task({"a": 0.1, "b": 0.1}))
 
 
+def with_embedding_optimizer(optimizer: dict) -> RecapLargeEmbeddingsConfig:
+    return RecapLargeEmbeddingsConfig.model_validate({**LARGE_EMBEDDINGS, "optimizer": optimizer})
+
+
 def test_unsharded_large_embeddings_get_an_sgd_group_with_their_schedule():
     model = shared_model(large_embeddings=LARGE_EMBEDDINGS)
-    with pytest.raises(ValueError, match="pass emb_optimizer_config"):
+    with pytest.raises(ValueError, match="embedding table 'user_id' .* has no optimizer configured"):
         build_optimizer(model, multi_task({FAV: 0.0, REPLY: 0.0}, backbone=0.0))
-    emb_config = EmbeddingOptimizerConfig.model_validate(
-        {"init_learning_rate": 0.3, "learning_rate": {"constant": 0.5}}
-    )
+    emb_config = with_embedding_optimizer({"init_learning_rate": 0.3, "learning_rate": {"constant": 0.5}})
     optimizer, _ = build_optimizer(model, multi_task({FAV: 0.0, REPLY: 0.0}, backbone=0.0), emb_config)
-    assert lrs_by_group(optimizer)["embeddings"] == {0.5}
+    assert {lr for name, lrs in lrs_by_group(optimizer).items() if name.startswith("table_") for lr in lrs} == {0.5}
+    assert type(dict(optimizer.optimizers)["table_user_id"]._optimizer) is torch.optim.SGD
     table = model.large_embeddings.ebc.embedding_bags["user_id"].weight
     before = table.detach().clone()
     outputs = model(**model_inputs(batch()), sparse_features=sparse_features(8, LARGE_TABLES))
@@ -150,9 +153,9 @@ def test_sharded_tables_use_the_fused_optimizer_and_its_schedule(process_group):
         backbone=ARCHITECTURE_BACKBONES["mlp"], multi_task_type="share_all", large_embeddings=LARGE_EMBEDDINGS
     )
     model = MultiTaskRankingModel(INPUT_SHAPES, config, embedding_device=torch.device("meta"))
-    apply_embedding_optimizer(model, config.large_embeddings.optimizer)
+    apply_embedding_optimizers(model, config.large_embeddings.table_optimizers())
     sharded = maybe_shard_model(RecapModelAndLoss(model, build_recap_loss(config)), torch.device("cpu"))
-    emb_config = EmbeddingOptimizerConfig.model_validate(
+    emb_config = with_embedding_optimizer(
         {
             "init_learning_rate": 0.1,
             "learning_rate": {
