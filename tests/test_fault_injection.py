@@ -509,3 +509,114 @@ def test_f7_partial_checkpoints_are_removed_on_start_only_in_a_tml_save_dir(proc
     (foreign / "README").write_text("not tml's")
     _train(foreign, 5, StreamDataset(batch_size=32))
     assert (foreign / "10").exists()  # not tml's directory: nothing of it is deleted
+
+
+# ------------------------------------------------------- 5. recap trains on wrong data without a word
+
+
+def _recap_files(tmp_path, rows=12):
+    from recap_data_fixtures import write_rows, write_schema
+
+    schema = write_schema(str(tmp_path))
+    path = write_rows(str(tmp_path / "data" / "part-0.parquet"), schema, np.arange(rows))
+    return schema, path
+
+
+def _replace_column(path, name, array):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    table = table.set_column(table.schema.get_field_index(name), name, array)
+    pq.write_table(table, path)
+
+
+def _read_all(config, **kwargs):
+    from tml.projects.home.recap.data.dataset import RecapDataset
+
+    dataset = RecapDataset(config, repeat=False, rank=0, world_size=1, **kwargs)
+    return dataset, list(dataset)
+
+
+@pytest.mark.parametrize("bad", ["seven", "minus_three", "null", "string"])
+def test_f5_labels_other_than_0_1_are_refused_with_file_column_and_row(tmp_path, bad):
+    import pyarrow as pa
+
+    from recap_data_fixtures import make_config
+
+    schema, path = _recap_files(tmp_path)
+    values = {"seven": [0, 1, 7] + [0] * 9, "minus_three": [0, 1, -3] + [0] * 9,
+              "null": [0, 1, None] + [0] * 9, "string": ["0", "1", "1"] + ["0"] * 9}[bad]
+    _replace_column(path, "task.a", pa.array(values))
+    with pytest.raises(Exception) as raised:
+        _read_all(make_config(schema, inputs=str(tmp_path / "data" / "*.parquet")))
+    message = str(raised.value)
+    assert path in message and "'task.a'" in message, message
+    if bad != "string":
+        assert "row 2" in message, message
+
+
+def test_f5_soft_labels_allow_probabilities(tmp_path):
+    import json
+
+    import recap_data_fixtures as fixtures
+    from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
+    from tml.projects.home.recap.data.segdense import load_segdense_schema
+
+    schema = str(tmp_path / "segdense.json")
+    entries = [dict(entry, dtype="float_list") if entry["feature_name"] == "task.a" else entry for entry in fixtures.SCHEMA]
+    json.dump({"schema": entries}, open(schema, "w"))
+    columns = fixtures.row_columns(np.arange(8))
+    columns["task.a"] = np.array([0.25, 1.0, 0.0, 0.5] * 2, dtype=np.float32)
+    os.makedirs(tmp_path / "data")
+    with SegDenseParquetWriter(str(tmp_path / "data" / "part-0.parquet"), list(load_segdense_schema(schema).values())) as writer:
+        writer.write(columns)
+    config = fixtures.make_config(schema, inputs=str(tmp_path / "data" / "*.parquet"))
+    with pytest.raises(Exception, match="soft_labels"):
+        _read_all(config)
+    _, batches = _read_all(config.model_copy(update={"soft_labels": True}))
+    labels = torch.cat([batch.label("task.a") for batch in batches])
+    assert sorted(labels.tolist()) == sorted([0.25, 1.0, 0.0, 0.5] * 2)
+    columns["task.a"][3] = 1.5  # a soft label outside [0, 1] is refused too
+    with SegDenseParquetWriter(str(tmp_path / "data" / "part-0.parquet"), list(load_segdense_schema(schema).values())) as writer:
+        writer.write(columns)
+    with pytest.raises(Exception, match="row 3"):
+        _read_all(config.model_copy(update={"soft_labels": True}))
+
+
+def test_f5_sparse_ids_beyond_the_table_are_refused_or_dropped_and_counted(tmp_path):
+    from recap_data_fixtures import RENAMES, make_config
+
+    schema, path = _recap_files(tmp_path)
+    config = make_config(schema, inputs=str(tmp_path / "data" / "*.parquet"),
+                         seg_dense_schema={"schema_path": schema, "features": ["ids.varlen"], "renamed_features": RENAMES})
+    sizes = {"ids.varlen": 10}  # rows 10 and 11 hold ids 10 and 11
+    with pytest.raises(Exception) as raised:
+        _read_all(config, sparse_feature_names=["ids.varlen"], sparse_table_sizes=sizes)
+    message = str(raised.value)
+    assert path in message and "'ids.varlen'" in message and "id 10" in message and "row 10" in message, message
+    dataset, batches = _read_all(config.model_copy(update={"ignore_data_errors": True}),
+                                 sparse_feature_names=["ids.varlen"], sparse_table_sizes=sizes)
+    assert dataset.stats.dropped_rows == 2
+    ids = torch.cat([batch.sparse_features["ids.varlen"].values() for batch in batches])
+    assert len(batches) == 2 and int(ids.max()) < 10
+
+
+def test_f5_a_flipped_byte_in_a_data_page_is_detected(tmp_path):
+    import pyarrow.parquet as pq
+
+    from recap_data_fixtures import make_config, row_columns, write_schema
+    from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
+    from tml.projects.home.recap.data.segdense import load_segdense_schema
+
+    schema = write_schema(str(tmp_path))
+    path = str(tmp_path / "data" / "part-0.parquet")
+    os.makedirs(os.path.dirname(path))
+    with SegDenseParquetWriter(path, list(load_segdense_schema(schema).values()), compression="none") as writer:
+        writer.write(row_columns(np.arange(12)))
+    chunk = pq.ParquetFile(path).metadata.row_group(0).column(0)  # cont_vals: plain float32 values
+    raw = bytearray(open(path, "rb").read())
+    raw[chunk.data_page_offset + chunk.total_compressed_size - 8] ^= 0x40  # inside the last values
+    open(path, "wb").write(bytes(raw))
+    with pytest.raises(Exception, match="(?i)checksum") as raised:
+        _read_all(make_config(schema, inputs=str(tmp_path / "data" / "*.parquet")))
+    assert path in str(raised.value)

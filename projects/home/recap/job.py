@@ -75,16 +75,28 @@ def _sparse_feature_names(config: RecapConfig) -> Optional[list[str]]:
     return [table.name for table in config.model.large_embeddings.tables]
 
 
+def _sparse_table_sizes(config: RecapConfig) -> dict[str, int]:
+    """Rows of each large table: its ids are checked against them as the data is read."""
+    if config.model.large_embeddings is None:
+        return {}
+    return {table.name: table.num_embeddings for table in config.model.large_embeddings.tables}
+
+
 def build_datasets(config: RecapConfig) -> tuple[RecapDataset, dict[str, RecapDataset]]:
     sparse = _sparse_feature_names(config)
+    sizes = _sparse_table_sizes(config)
     train_data = config.train_data.model_copy(update={"seed": run_seed(config)})
     if train_data.remote_readers:
         train = RemoteRecapDataset(train_data)  # ready batches from reader processes over Arrow Flight
     else:
-        train = RecapDataset(train_data, mode=JobMode.TRAIN, repeat=True, sparse_feature_names=sparse)
+        train = RecapDataset(
+            train_data, mode=JobMode.TRAIN, repeat=True, sparse_feature_names=sparse, sparse_table_sizes=sizes
+        )
     # Without repeat each evaluation starts a new pass, so every evaluation reads the same batches.
     validation = {
-        name: RecapDataset(data_config, mode=JobMode.EVALUATE, repeat=False, sparse_feature_names=sparse)
+        name: RecapDataset(
+            data_config, mode=JobMode.EVALUATE, repeat=False, sparse_feature_names=sparse, sparse_table_sizes=sizes
+        )
         for name, data_config in config.validation_data.items()
     }
     return train, validation

@@ -124,7 +124,7 @@ def write_table(table: pa.Table, path: str) -> None:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     with fs_util.open_file(path, "wb") as stream:
-        pq.write_table(table, stream)
+        pq.write_table(table, stream, write_page_checksum=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

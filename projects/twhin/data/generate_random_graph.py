@@ -111,7 +111,7 @@ def write_random_graph(
         start, stop = num_edges * part // num_files, num_edges * (part + 1) // num_files
         path = f"{out_dir.rstrip('/')}/{name}"
         with filesystem.open_file(path, "wb") as sink:
-            pq.write_table(table.slice(start, stop - start), sink)
+            pq.write_table(table.slice(start, stop - start), sink, write_page_checksum=True)
         paths.append(path)
     return paths
 

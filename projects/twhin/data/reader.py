@@ -100,10 +100,10 @@ def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
     fs = filesystem.infer_fs(path)
     try:
         if filesystem.is_local_fs(fs):
-            yield pq.ParquetFile(filesystem.strip_protocol(path))
+            yield pq.ParquetFile(filesystem.strip_protocol(path), page_checksum_verification=True)
             return
         with filesystem.open_file(path, "rb") as handle:
-            yield pq.ParquetFile(handle)
+            yield pq.ParquetFile(handle, page_checksum_verification=True)
     except (pa.ArrowException, OSError) as error:
         if isinstance(error, FileNotFoundError):
             raise

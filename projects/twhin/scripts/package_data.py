@@ -33,7 +33,7 @@ def write_edges(path: str, lhs: np.ndarray, rel: np.ndarray, rhs: np.ndarray) ->
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     columns = {"lhs": lhs, "rel": rel, "rhs": rhs}
     table = pa.table({name: np.asarray(values, dtype=np.int64) for name, values in columns.items()})
-    pq.write_table(table, path)
+    pq.write_table(table, path, write_page_checksum=True)  # verified when read
 
 
 def write_mapping(path: str, names: Sequence[str]) -> None:

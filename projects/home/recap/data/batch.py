@@ -133,7 +133,10 @@ def to_batch(
                     f"use one source per entity"
                 )
             embeddings[field_name] = inputs[field_name]
-    labels = _stack_columns([inputs[task] for task in task_names], torch.int64) if task_names else None
+    label_columns = [inputs[task] for task in task_names]
+    # Soft labels (probabilities) stay floats; 0/1 labels are int64.
+    soft = any(torch.as_tensor(column).is_floating_point() for column in label_columns)
+    labels = _stack_columns(label_columns, torch.float32 if soft else torch.int64) if task_names else None
     extracted = _stack_columns([inputs[name] for name in extracted_feature_names]) if extracted_feature_names else None
     return RecapBatch(
         **dense,

@@ -10,6 +10,7 @@ from typing import Iterator, Optional, Sequence
 
 import pyarrow as pa
 
+from tml.core.errors import DataError
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.data.arrow_columns import ColumnError
 from tml.projects.home.recap.data.parquet_reader import Chunk, ParquetChunkReader, ReadUnit, num_row_groups
@@ -18,6 +19,10 @@ from tml.projects.home.recap.data.sharding import pass_rng, pass_units
 
 # What a damaged or foreign file raises while being read; these are skipped under ignore_data_errors.
 DATA_ERRORS = (OSError, EOFError, ValueError, pa.ArrowException)
+
+
+class DataReadError(DataError, RuntimeError):
+    """A data file that cannot be read (corrupt page, truncated, not Parquet); names the file."""
 
 
 @dataclasses.dataclass
@@ -29,6 +34,7 @@ class DataStats:
     rows_read: int = 0
     batches: int = 0
     nonfinite_continuous_values: int = 0
+    dropped_rows: int = 0  # bad label or sparse id, dropped under ignore_data_errors
     bad_files: list[str] = dataclasses.field(default_factory=list)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -69,7 +75,7 @@ class ChunkSource:
             if not self._options.ignore_data_errors:
                 if isinstance(error, ColumnError):
                     raise  # already names the file and the column
-                raise RuntimeError(
+                raise DataReadError(
                     f"reading {unit} failed: {error}; set ignore_data_errors: true to skip such files"
                 ) from error
             self._stats.bad_files.append(str(unit))

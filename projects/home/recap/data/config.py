@@ -79,7 +79,9 @@ class DatasetConfig(BaseConfig):
         None, description="Ignored: the tf.data service is TensorFlow-only; every rank reads its own files."
     )
     ignore_data_errors: bool = Field(
-        False, description="Skip (with a warning, and count) files that cannot be read or do not match the schema."
+        False,
+        description="Skip (with a warning, and count) files that cannot be read or do not match the schema, "
+        "and drop (and count in stats.dropped_rows) rows with a bad label or a sparse id outside its table.",
     )
     dataset_service_compression: Optional[DdsCompressionOption] = Field(
         None, description="Ignored (tf.data service only)."
@@ -213,6 +215,11 @@ class RecapDataConfig(DatasetConfig):
         ..., description="Label columns, in this order in the batch's labels (see RecapBatch.label_names)."
     )
     evaluation_tasks: List[str] = Field([], description="Tasks metrics are computed for; each must be in tasks.")
+    soft_labels: bool = Field(
+        False,
+        description="Labels may be probabilities in [0, 1] (float_list label columns); otherwise every label "
+        "must be 0 or 1. Either way a null or out-of-range label is refused (or dropped under ignore_data_errors).",
+    )
     preprocess: Optional[Preprocess] = Field(None, description="Preprocessing at train/eval; never at inference.")
     sampler: Optional[Sampler] = Field(None, description="Deprecated, ignored.")
     remote_readers: Optional[List[str]] = Field(

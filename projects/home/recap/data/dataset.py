@@ -9,7 +9,7 @@ size with rows of label 0 and weight 0 (each rank its own last batch).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
@@ -27,6 +27,7 @@ from tml.projects.home.recap.data.segdense import plan_features
 from tml.projects.home.recap.data.sharding import pass_rng
 from tml.projects.home.recap.data.tfrecord_reader import DataFileReader, TFRecordChunkReader
 from tml.projects.home.recap.data.shuffle import ShufflePool
+from tml.projects.home.recap.data.validation import RowChecks
 
 # Row groups larger than this are read in slices, so memory stays bounded whatever the writer chose.
 MAX_CHUNK_BYTES = 256 << 20
@@ -54,6 +55,7 @@ class RecapDataset(torch.utils.data.IterableDataset):
         vocab_mapper: Optional[Callable[[dict], dict]] = None,
         *,
         sparse_feature_names: Optional[Sequence[str]] = None,
+        sparse_table_sizes: Optional[Mapping[str, int]] = None,
         rank: Optional[int] = None,
         world_size: Optional[int] = None,
     ) -> None:
@@ -91,9 +93,19 @@ class RecapDataset(torch.utils.data.IterableDataset):
         self._assembler = BatchAssembler(
             data_config, self.plan, self._mode, self.stats, sparse_feature_names, vocab_mapper
         )
+        # Ids are checked against their tables when they are rows already (a vocab maps them later).
+        checks = RowChecks(
+            label_columns=[column.feature.name for column in self.plan.columns if column.is_label],
+            table_sizes=dict(sparse_table_sizes or {}) if vocab_mapper is None else {},
+            soft_labels=data_config.soft_labels,
+            ignore_data_errors=data_config.ignore_data_errors,
+            on_drop=lambda count: self.stats.add(dropped_rows=count),
+        )
         self._source = ChunkSource(
             DataFileReader(
-                ParquetChunkReader(self.plan, max_chunk_rows=max(1, MAX_CHUNK_BYTES // self.plan.row_bytes)),
+                ParquetChunkReader(
+                    self.plan, max_chunk_rows=max(1, MAX_CHUNK_BYTES // self.plan.row_bytes), checks=checks
+                ),
                 TFRecordChunkReader(self.plan, rows_per_chunk=TFRECORD_CHUNK_ROWS),
             ),
             SourceOptions(

@@ -12,6 +12,7 @@ from tml.common.filesystem import util as fs_util
 from tml.projects.home.recap.data.arrow_columns import Column, ColumnError, column_to_numpy
 from tml.projects.home.recap.data.parquet_schema import plan_schema
 from tml.projects.home.recap.data.segdense import FeaturePlan
+from tml.projects.home.recap.data.validation import RowChecks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,12 +37,15 @@ class Chunk:
 
 @contextlib.contextmanager
 def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
+    """Pages written with checksums (as tml's writers write them) are verified as they are read."""
     fs = fs_util.infer_fs(path)
     if fs_util.is_local_fs(fs):
-        with pq.ParquetFile(path) as parquet_file:
+        with pq.ParquetFile(path, page_checksum_verification=True) as parquet_file:
             yield parquet_file
     else:
-        with fs_util.open_file(path, "rb") as stream, pq.ParquetFile(stream) as parquet_file:
+        with fs_util.open_file(path, "rb") as stream, pq.ParquetFile(
+            stream, page_checksum_verification=True
+        ) as parquet_file:
             yield parquet_file
 
 
@@ -68,10 +72,14 @@ class ParquetChunkReader:
     across row groups), and slicing huge ones keeps memory bounded whatever the writer chose.
     """
 
-    def __init__(self, plan: FeaturePlan, max_chunk_rows: int, use_threads: bool = True) -> None:
+    def __init__(
+        self, plan: FeaturePlan, max_chunk_rows: int, use_threads: bool = True, checks: Optional[RowChecks] = None
+    ) -> None:
+        """`checks`: labels and sparse ids checked per row as they are read (see data/validation.py)."""
         self._plan = plan
         self._max_chunk_rows = max_chunk_rows
         self._use_threads = use_threads
+        self._checks = checks
 
     def read(self, unit: ReadUnit) -> Iterator[Chunk]:
         with open_parquet(unit.path) as parquet_file:
@@ -81,23 +89,32 @@ class ParquetChunkReader:
                 yield from self._read_row_group(parquet_file, index, str(unit))
 
     def _read_row_group(self, parquet_file: pq.ParquetFile, index: int, source: str) -> Iterator[Chunk]:
-        rows = parquet_file.metadata.row_group(index).num_rows
+        metadata = parquet_file.metadata
+        rows = metadata.row_group(index).num_rows
+        first_row = sum(metadata.row_group(i).num_rows for i in range(index))  # for error messages
         columns = self._plan.column_names
         if rows == 0:
             return
         if rows <= self._max_chunk_rows:
             table = parquet_file.read_row_group(index, columns=columns, use_threads=self._use_threads)
-            yield self.to_chunk(table, source)
+            yield self.to_chunk(table, source, first_row)
             return
         for record_batch in parquet_file.iter_batches(
             batch_size=self._max_chunk_rows, row_groups=[index], columns=columns, use_threads=self._use_threads
         ):
             if record_batch.num_rows:
-                yield self.to_chunk(record_batch, source)
+                yield self.to_chunk(record_batch, source, first_row)
+                first_row += record_batch.num_rows
 
-    def to_chunk(self, data: Union[pa.RecordBatch, pa.Table], source: str) -> Chunk:
+    def to_chunk(self, data: Union[pa.RecordBatch, pa.Table], source: str, first_row: int = 0) -> Chunk:
         columns = {
             column.name: column_to_numpy(data.column(column.feature.name), column.feature, source)
             for column in self._plan.columns
         }
-        return Chunk(source, data.num_rows, columns)
+        num_rows = data.num_rows
+        if self._checks is not None:
+            bad = self._checks.bad_rows(data, columns, source, first_row)
+            if bad is not None:
+                columns = RowChecks.drop(columns, bad)
+                num_rows -= int(bad.sum())
+        return Chunk(source, num_rows, columns)

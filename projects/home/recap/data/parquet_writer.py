@@ -43,7 +43,8 @@ class SegDenseParquetWriter:
         self._features = list(features)
         self._stream = fs_util.infer_fs(path).open(path, "wb")
         self._writer = pq.ParquetWriter(
-            self._stream, arrow_schema(self._features), compression=compression, use_dictionary=False
+            self._stream, arrow_schema(self._features), compression=compression, use_dictionary=False,
+            write_page_checksum=True,  # readers verify them: a flipped byte fails instead of training on it
         )
         self.rows = 0
 

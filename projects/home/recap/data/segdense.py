@@ -120,10 +120,12 @@ def plan_features(
         if feature is None:
             raise ValueError(f"feature '{source_name}' is missing from segdense schema {segdense.schema_path}")
         is_label = with_labels and source_name in config.tasks
-        if is_label and (feature.length != 1 or feature.dtype != "int64_list"):
+        label_types = ("int64_list", "float_list") if getattr(config, "soft_labels", False) else ("int64_list",)
+        if is_label and (feature.length != 1 or feature.dtype not in label_types):
             raise ValueError(
-                f"label '{source_name}' must be an int64_list of length 1 in {segdense.schema_path}; "
+                f"label '{source_name}' must be {' or '.join(label_types)} of length 1 in {segdense.schema_path}; "
                 f"found {feature.dtype} of length {feature.length}"
+                + ("" if len(label_types) > 1 else " (soft_labels: true allows float_list)")
             )
         columns.append(ReadColumn(feature, new_name_of.get(source_name, source_name), is_label))
     for name, bits in segdense.mask_mantissa_features.items():

@@ -15,7 +15,7 @@ from tml.core.config import load_config_from_yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 LOCAL_YAML = REPO_ROOT / "projects" / "home" / "recap" / "config" / "local.yaml"
-ROWS, DIM = 100_000, 4
+ROWS, DIM = 1_000_000, 4  # the random data draws ids below 1,000,000 (checked against the table)
 
 
 def _tables(uri: str) -> str:
