@@ -214,13 +214,16 @@ def _movie_table(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return keys, years, multi_hot
 
 
-def negative_rows(folder: Path, columns: dict[str, np.ndarray], num_train: int, per_rating: int, seed: int = 0
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def negative_rows(folder: Path, columns: dict[str, np.ndarray], num_train: int, per_rating: int, seed: int = 0,
+                  sampling: str = "uniform") -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Sampled non-engagements, as the Heavy Ranker's training data has them (candidates shown and not
     engaged with): for each rating (rows of `columns`, in time order), `per_rating` movies drawn
-    uniformly among those the user never rates, shown at the rating's time; all labels 0,
+    among those the user never rates, shown at the rating's time; all labels 0,
     meta.rating 0. The user's features are the rating's; the movie's are computed for it at that
-    time. Returns the columns and, per negative, the position of its rating."""
+    time. `sampling` "uniform" draws every movie alike (the model learns what gets watched at all);
+    "popularity" draws in proportion to the movie's training-period ratings + 1 (like candidates a
+    retrieval stage returns: the model must learn which popular movie, not only popular or not);
+    "mixed" draws half of each. Returns the columns and, per negative, the position of its rating."""
     user, movie = columns["meta.user_id"], columns["meta.movie_id"]
     stars = columns["meta.rating"].astype(np.float64)
     item_keys, years, item_genres = _movie_table(folder)
@@ -228,12 +231,23 @@ def negative_rows(folder: Path, columns: dict[str, np.ndarray], num_train: int, 
     source = np.repeat(np.arange(len(user)), per_rating)
     stride = int(item_keys.max()) + 1
     rated = np.unique(user * stride + movie)
-    picked = item_keys[rng.integers(0, len(item_keys), len(source))]
+    if sampling not in ("uniform", "popularity", "mixed"):
+        raise ValueError(f"negative sampling must be uniform, popularity or mixed, got '{sampling}'")
+    counts = np.bincount(_lookup(movie[:num_train], item_keys, np.arange(len(item_keys)), "movie"), minlength=len(item_keys))
+    popularity = (counts + 1.0) / (counts + 1.0).sum()
+
+    def draw(n: int) -> np.ndarray:
+        rows = rng.integers(0, len(item_keys), n)
+        popular = rng.random(n) < {"uniform": 0.0, "popularity": 1.0, "mixed": 0.5}[sampling]
+        rows[popular] = rng.choice(len(item_keys), size=int(popular.sum()), p=popularity)
+        return item_keys[rows]
+
+    picked = draw(len(source))
     for _ in range(100):  # redraw the (few) movies the user rates
         clash = np.isin(user[source] * stride + picked, rated)
         if not clash.any():
             break
-        picked[clash] = item_keys[rng.integers(0, len(item_keys), int(clash.sum()))]
+        picked[clash] = draw(int(clash.sum()))
     source, picked = source[~clash], picked[~clash]
     item_rows = _lookup(picked, item_keys, np.arange(len(item_keys)), "movie")
     release_year = years[item_rows]
@@ -326,7 +340,7 @@ def candidate_columns(folder: Path, users: np.ndarray, movies: np.ndarray,
 
 
 def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_train_files: int = 4,
-                      seed: int = 0, negatives_per_rating: int = 0) -> dict[str, object]:
+                      seed: int = 0, negatives_per_rating: int = 0, negative_sampling: str = "uniform") -> dict[str, object]:
     """Write the train and validation splits; returns their statistics (also saved as stats.json)."""
     if negatives_per_rating < 0:
         raise ValueError(f"negatives_per_rating must be >= 0, got {negatives_per_rating}")
@@ -340,7 +354,7 @@ def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_tra
     validation_rows = np.arange(num_train, total)
     ratings_only = columns
     if negatives_per_rating:
-        negatives, source = negative_rows(folder, columns, num_train, negatives_per_rating, seed)
+        negatives, source = negative_rows(folder, columns, num_train, negatives_per_rating, seed, negative_sampling)
         columns = {name: np.concatenate([columns[name], negatives[name]]) for name in columns}
         negative_index = total + np.arange(len(source))
         train_rows = np.random.default_rng(seed).permutation(
@@ -354,6 +368,7 @@ def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_tra
         "train_rows": int(len(train_rows)),
         "validation_rows": int(len(validation_rows)),
         "negatives_per_rating": negatives_per_rating,
+        "negative_sampling": negative_sampling,
         "split_timestamp": int(ratings_only["meta.timestamp"][num_train]),
         "validation_users": int(len(np.unique(users[num_train:]))),
         "validation_users_seen_in_train": int(len(np.intersect1d(users[num_train:], users[:num_train]))),
@@ -375,12 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the training rows' order (and of negatives).")
     parser.add_argument("--negatives_per_rating", type=int, default=0,
                         help="Also write this many sampled unrated movies per rating, all labels 0 (see negative_rows).")
+    parser.add_argument("--negative_sampling", choices=("uniform", "popularity", "mixed"), default="uniform",
+                        help="How negatives are drawn (see negative_rows).")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     stats = prepare_movielens(args.output_dir, args.validation_fraction, args.num_train_files, args.seed,
-                              args.negatives_per_rating)
+                              args.negatives_per_rating, args.negative_sampling)
     print(json.dumps(stats, indent=2))
     print(f"wrote {args.output_dir}/train/ and {args.output_dir}/validation/")
     return 0

@@ -90,3 +90,15 @@ def test_twhin_time_split_is_the_rankers_cut(rows, tmp_path):
     assert train_pairs == expected
     assert set(user_key.values()) == {u for u, _ in expected}  # only users with a training edge have a row
     assert graph["edges"]["test"] == 0
+
+
+@needs_movielens
+def test_popularity_sampled_negatives_are_more_popular_than_uniform_ones(rows):
+    folder, columns, num_train = rows
+    mean_count = {}
+    for sampling in ("uniform", "popularity"):
+        negatives, _ = ml.negative_rows(folder, columns, num_train, per_rating=1, seed=0, sampling=sampling)
+        mean_count[sampling] = negatives[ml.CONTINUOUS][:, 5].mean()  # the movie's earlier ratings
+    assert mean_count["popularity"] > 2 * mean_count["uniform"]  # measured: 67 vs 23 earlier ratings
+    with pytest.raises(ValueError, match="negative sampling"):
+        ml.negative_rows(folder, columns, num_train, per_rating=1, sampling="zipf")
