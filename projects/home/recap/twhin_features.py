@@ -13,7 +13,9 @@ vector of TABLE (an `embeddings export` table: id, vector) at the row's ID_COLUM
 preparation scripts) turns them into TwHIN row ids. A row whose id has no vector (absent from the
 export or the mapping, or null) gets zeros, and is counted: the counts are printed and saved as
 `twhin_features.json` in the output folder. Every input file becomes one output file of the same
-name with all its columns and row groups; input files are never written.
+name with all its columns and row groups; input files are never written. `--drop COLUMN=SHARE`
+zeros that share of the rows' vectors (seeded): for training data, when many nodes at serving time
+will have no vector (new users), so the model has learnt what such rows mean.
 """
 from __future__ import annotations
 
@@ -115,15 +117,22 @@ def _id_array(table: pa.Table, column: str, where: str) -> pa.Array:
 
 
 def add_twhin_columns(
-    table: pa.Table, features: Sequence[TwhinFeature], vectors: dict[str, VectorTable], where: str = "table"
+    table: pa.Table, features: Sequence[TwhinFeature], vectors: dict[str, VectorTable], where: str = "table",
+    drop: Optional[dict[str, float]] = None, rng: Optional[np.random.Generator] = None,
 ) -> tuple[pa.Table, dict[str, int]]:
     """`table` with one vector column per feature appended; and the number of rows without a vector
-    per feature."""
+    per feature. `drop` (column -> share) zeros that share of the rows' vectors at random (they count
+    as without a vector)."""
     missing: dict[str, int] = {}
     for feature in features:
         if feature.column in table.column_names:
             raise ValueError(f"{where} already has a column '{feature.column}'")
         matrix, found = vectors[feature.table].lookup(_id_array(table, feature.id_column, where))
+        share = (drop or {}).get(feature.column, 0.0)
+        if share > 0:
+            dropped = (rng or np.random.default_rng(0)).random(len(found)) < share
+            matrix[dropped] = 0.0
+            found &= ~dropped
         table = table.append_column(pa.field(feature.column, pa.list_(pa.float32(), matrix.shape[1])), _vector_array(matrix))
         missing[feature.column] = int((~found).sum())
     return table, missing
@@ -141,8 +150,17 @@ def write_twhin_features(
     export_dir: str,
     features: Sequence[TwhinFeature],
     mapping_dir: Optional[str] = None,
+    drop: Optional[dict[str, float]] = None,
+    seed: int = 0,
 ) -> dict[str, object]:
-    """Join every input file with the TwHIN vectors; returns the summary also saved as twhin_features.json."""
+    """Join every input file with the TwHIN vectors; returns the summary also saved as twhin_features.json.
+    `drop` (column -> share of rows whose vector is zeroed, seeded by `seed`) is for training data."""
+    unknown = sorted(set(drop or {}) - {f.column for f in features})
+    if unknown:
+        raise ValueError(f"--drop names {unknown}, which no --feature writes")
+    if any(not 0.0 <= share < 1.0 for share in (drop or {}).values()):
+        raise ValueError(f"--drop shares must be in [0, 1), got {drop}")
+    rng = np.random.default_rng(seed)
     paths = sorted(fs_util.glob(inputs)) if isinstance(inputs, str) else list(inputs)
     if not paths:
         raise FileNotFoundError(f"no Parquet files match {inputs}")
@@ -162,7 +180,8 @@ def write_twhin_features(
             writer: Optional[pq.ParquetWriter] = None
             try:
                 for group in range(source.num_row_groups):
-                    joined, group_missing = add_twhin_columns(source.read_row_group(group), features, vectors, path)
+                    joined, group_missing = add_twhin_columns(source.read_row_group(group), features, vectors, path,
+                                                                drop, rng)
                     if writer is None:
                         writer = pq.ParquetWriter(target + ".tmp", joined.schema)
                     writer.write_table(joined)
@@ -178,6 +197,7 @@ def write_twhin_features(
         "embeddings": export_dir,
         "id_mapping": mapping_dir,
         "files": len(paths),
+        "drop": drop or {},
         "rows": rows,
         "features": {
             f.column: {"table": f.table, "id_column": f.id_column, "dim": vectors[f.table].dim, "rows_without_vector": missing[f.column]}
@@ -199,10 +219,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--feature", action="append", required=True, metavar="COLUMN=TABLE:ID_COLUMN",
                         help="Add COLUMN = vector of TABLE at ID_COLUMN (repeatable).")
     parser.add_argument("--id_mapping", help="Folder of <table>.parquet (id, key): the data's ids are keys.")
+    parser.add_argument("--drop", action="append", default=[], metavar="COLUMN=SHARE",
+                        help="Zero this share of the rows' COLUMN vectors (training data), so that the model "
+                             "learns rows without a vector, as it will see for nodes new at serving time.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of --drop.")
     args = parser.parse_args(argv)
     try:
         features = [TwhinFeature.parse(text) for text in args.feature]
-        summary = write_twhin_features(args.input, args.output_dir, args.embeddings, features, args.id_mapping)
+        drop = {}
+        for text in args.drop:
+            column, sep, share = text.partition("=")
+            try:
+                drop[column] = float(share)
+            except ValueError:
+                raise ValueError(f"--drop '{text}' is not COLUMN=SHARE (e.g. twhin.user_embedding=0.5)") from None
+        summary = write_twhin_features(args.input, args.output_dir, args.embeddings, features, args.id_mapping,
+                                       drop, args.seed)
     except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
         print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
         return 2

@@ -91,3 +91,21 @@ def test_bad_inputs_are_named(tmp_path, export):
         tf.TwhinFeature.parse("x=user")
     assert tf.main(["--embeddings", str(export), "--input", str(tmp_path / "in/a.parquet"), "--output_dir",
                     str(tmp_path / "o2"), "--feature", "x=user:nope"]) == 2
+
+
+def test_drop_zeros_a_seeded_share_and_counts_it(tmp_path, export):
+    _data(tmp_path / "in", "a.parquet", uid=pa.array(np.arange(1000) % 3, pa.int64()))
+    run = lambda out, seed: tf.write_twhin_features(  # noqa: E731
+        str(tmp_path / "in/a.parquet"), str(tmp_path / out), str(export), [tf.TwhinFeature("v", "user", "uid")],
+        drop={"v": 0.3}, seed=seed)
+    summary = run("o1", 0)
+    vectors = np.array(pq.read_table(tmp_path / "o1/a.parquet").column("v").to_pylist())
+    zero_rows = int((vectors == 0).all(axis=1).sum())
+    assert zero_rows == summary["features"]["v"]["rows_without_vector"]
+    assert 240 < zero_rows < 360
+    again = np.array(pq.read_table(tmp_path / "o1/a.parquet").column("v").to_pylist())
+    run("o2", 0)
+    np.testing.assert_array_equal(again, np.array(pq.read_table(tmp_path / "o2/a.parquet").column("v").to_pylist()))
+    with pytest.raises(ValueError, match="no --feature writes"):
+        tf.write_twhin_features(str(tmp_path / "in/a.parquet"), str(tmp_path / "o3"), str(export),
+                                [tf.TwhinFeature("v", "user", "uid")], drop={"w": 0.5})
