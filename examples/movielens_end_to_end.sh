@@ -67,9 +67,13 @@ step "3/6 build the movie index (HNSW, inner product: the liked relation's ranki
 $PY -m tml.projects.twhin.embeddings index --source "$EXPORT" --table movie --metric dot --kind hnsw
 
 step "4/6 write the TwHIN vectors into the Heavy Ranker's rows"
+# Most users rating after the split are new (no TwHIN vector: zeros); in training every user has one.
+# Zeroing half of the training rows' user vectors teaches the ranker what a zero vector means.
 for split in train validation; do
+  DROP=()
+  [ "$split" = train ] && DROP=(--drop twhin.user_embedding=0.5)
   $PY -m tml.projects.home.recap.twhin_features --embeddings "$EXPORT" --id_mapping "$GRAPH/mapping" \
-    --input "$RECAP_DATA/$split/*.parquet" --output_dir "$RECAP_DATA/twhin/$split" \
+    --input "$RECAP_DATA/$split/*.parquet" --output_dir "$RECAP_DATA/twhin/$split" "${DROP[@]}" \
     --feature twhin.user_embedding=user:meta.user_id --feature twhin.movie_embedding=movie:meta.movie_id
 done
 
