@@ -15,14 +15,15 @@ def train_then_predict(rank: int, world_size: int, config_path: str, candidates:
     from tml.projects.home.recap import job
     from tml.projects.home.recap.candidates import CandidateReader
     from tml.projects.home.recap.model.model_and_loss import MODEL_INPUTS
-    from tml.projects.home.recap.trained_model import sparse_feature_names
+    from tml.projects.home.recap.data.input_spec import input_spec
+    from tml.projects.home.recap.trained_model import recap_input_spec
 
     quiet_torchrec_warnings()
     torch.manual_seed(rank)
     config = load_setup_config(config_path)
     device = torch.device("cpu")
     train, _ = job.build_datasets(config)
-    model, optimizer, scheduler = job.build_model_and_optimizer(config, train.torch_element_spec, device)
+    model, optimizer, scheduler = job.build_model_and_optimizer(config, input_spec(config.train_data, config.model).feature_shapes, device)
     training = config.training
     ctl.train(
         model=model,
@@ -37,7 +38,7 @@ def train_then_predict(rank: int, world_size: int, config_path: str, candidates:
         scheduler=scheduler,
     )
     model.eval()
-    reader = CandidateReader(config.train_data, candidates, sparse_feature_names=sparse_feature_names(config), batch_rows=16)
+    reader = CandidateReader(config.train_data, candidates, sparse_feature_names=recap_input_spec(config).sparse_feature_names, batch_rows=16)
     ranking_model = model.module.model  # the sharded tables stay collective: every rank runs the same rows
     parts = []
     with torch.no_grad():

@@ -2,44 +2,30 @@
 
 The training dataset shuffles rows and drops the last partial batch, and it keeps no ids; a scorer
 needs every row once, in order, next to its user and tweet id. Rows are read with the data
-pipeline's own reader and assembled in inference mode (no labels are read).
-
-The pipeline applies no preprocessing at inference, as the original did. But the model's input
-widths come from training, where `truncate_and_slice` cut (and `downcast` typed) the dense
-features, so the two feature-only stages of the data config's `preprocess` are applied here too;
-the label stages (downsample_negatives, rectify_labels) have no meaning for candidates.
+pipeline's own reader and assembled by its own assembler in inference mode: no labels are read, and
+the input-shaping preprocessors (truncate_and_slice, downcast) run where and in the order training
+runs them (after mantissa masking), so candidates reach the model exactly as training data did.
 """
 from __future__ import annotations
 
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
-import torch
 
+from tml.common.parquet import open_parquet
 from tml.core.job_mode import JobMode
 from tml.projects.home.recap.data.arrow_columns import column_to_numpy
-from tml.projects.home.recap.data.assembly import BatchAssembler, to_tensors
+from tml.projects.home.recap.data.assembly import BatchAssembler
 from tml.projects.home.recap.data.batch import RecapBatch
 from tml.projects.home.recap.data.chunk_source import DataStats
 from tml.projects.home.recap.data.config import RecapDataConfig
 from tml.projects.home.recap.data.file_listing import list_input_files
-from tml.projects.home.recap.data.parquet_reader import ParquetChunkReader, ReadUnit, open_parquet
-from tml.projects.home.recap.data.preprocessors import DownCast, TruncateAndSlice
+from tml.projects.home.recap.data.parquet_reader import ParquetChunkReader, ReadUnit
 from tml.projects.home.recap.data.segdense import SegDenseFeature, load_segdense_schema, plan_features
 from tml.projects.home.recap.data.shuffle import gather
 
 USER_ID_COLUMN = "meta.user_id"
 TWEET_ID_COLUMN = "meta.tweet_id"
-
-
-def _feature_stages(config: RecapDataConfig) -> list[Any]:
-    preprocess = config.preprocess
-    stages: list[Any] = []
-    if preprocess is not None and preprocess.truncate_and_slice is not None:
-        stages.append(TruncateAndSlice(preprocess.truncate_and_slice))
-    if preprocess is not None and preprocess.downcast is not None:
-        stages.append(DownCast(preprocess.downcast))
-    return stages
 
 
 def _id_features(schema: dict[str, SegDenseFeature], names: Sequence[str], schema_path: str) -> list[SegDenseFeature]:
@@ -86,35 +72,20 @@ class CandidateReader:
             self.files = list(inputs)
             if not self.files:
                 raise ValueError("no candidate files given")
-        self._stages = _feature_stages(data_config)
-        inference_config = data_config.model_copy(update={"preprocess": None})
         schema_path = data_config.seg_dense_schema.schema_path
         schema = load_segdense_schema(schema_path)
-        self.plan = plan_features(inference_config, with_labels=False, schema=schema)
+        self.plan = plan_features(data_config, with_labels=False, schema=schema)
         self.id_columns = list(id_columns)
         self._id_features = _id_features(schema, self.id_columns, schema_path)
         self._assembler = BatchAssembler(
-            inference_config, self.plan, JobMode.INFERENCE, DataStats(), list(sparse_feature_names)
+            data_config, self.plan, JobMode.INFERENCE, DataStats(), list(sparse_feature_names)
         )
         self._reader = ParquetChunkReader(self.plan, max_chunk_rows=max(batch_rows, 1 << 16))
         self.batch_rows = batch_rows
 
     def to_batch(self, columns: dict[str, Any]) -> RecapBatch:
         """A RecapBatch from columns named as the plan names them (after renaming)."""
-        inputs = to_tensors(columns)
-        for stage in self._stages:
-            inputs = stage(inputs)
-        return self._assembler.assemble(inputs, count=False)
-
-    @property
-    def element_spec(self) -> dict[str, torch.Size]:
-        """Batch field shapes with -1 for the batch size: the model's input shapes."""
-        example = self.to_batch(self._assembler.placeholder_columns(2))
-        return {
-            name: torch.Size([-1, *value.shape[1:]])
-            for name, value in example.as_dict().items()
-            if isinstance(value, torch.Tensor) and value.numel()
-        }
+        return self._assembler.assemble(columns, count=False)
 
     def _read_ids(self, path: str) -> dict[str, np.ndarray]:
         with open_parquet(path) as parquet_file:

@@ -239,16 +239,17 @@ def run(args: argparse.Namespace) -> int:
     from tml.common.entry_point import CommandError
     from tml.projects.home.recap.candidates import CandidateReader, first_batch
     from tml.projects.home.recap.job import load_config
-    from tml.projects.home.recap.trained_model import load_trained_model, sparse_feature_names
+    from tml.projects.home.recap.trained_model import load_trained_model, recap_input_spec
 
     config = load_config(args.config_path, args.overrides)
     inputs = args.example_input or config.train_data.inputs
     if inputs is None:
         raise CommandError("train_data has no inputs glob; pass --example_input")
     reader = CandidateReader(
-        config.train_data, inputs, id_columns=(), sparse_feature_names=sparse_feature_names(config), batch_rows=64
+        config.train_data, inputs, id_columns=(), sparse_feature_names=recap_input_spec(config).sparse_feature_names,
+        batch_rows=64,
     )
-    model = load_trained_model(config, args.checkpoint, reader.element_spec)
+    model = load_trained_model(config, args.checkpoint)
     example = first_batch(reader)
     if example is None:
         raise CommandError(f"no rows in {inputs} to trace the model with")

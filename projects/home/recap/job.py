@@ -26,6 +26,7 @@ from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.config import JobMode, RecapConfig, run_seed
 from tml.projects.home.recap.data.dataset import RecapDataset
 from tml.projects.home.recap.data.remote import RemoteRecapDataset
+from tml.projects.home.recap.data.input_spec import input_spec
 from tml.projects.home.recap.metrics import build_metrics_factory, format_results
 from tml.projects.home.recap.model.entrypoint import create_ranking_model
 from tml.projects.home.recap.model.model_and_loss import build_recap_loss
@@ -68,13 +69,6 @@ def load_config(config_path: str, overrides: Sequence[str] = ()) -> RecapConfig:
     return config
 
 
-def _sparse_feature_names(config: RecapConfig) -> Optional[list[str]]:
-    """Large tables read the sparse feature of their own name."""
-    if config.model.large_embeddings is None:
-        return None
-    return [table.name for table in config.model.large_embeddings.tables]
-
-
 def _sparse_table_sizes(config: RecapConfig) -> dict[str, int]:
     """Rows of each large table: its ids are checked against them as the data is read."""
     if config.model.large_embeddings is None:
@@ -83,7 +77,7 @@ def _sparse_table_sizes(config: RecapConfig) -> dict[str, int]:
 
 
 def build_datasets(config: RecapConfig) -> tuple[RecapDataset, dict[str, RecapDataset]]:
-    sparse = _sparse_feature_names(config)
+    sparse = input_spec(config.train_data, config.model).sparse_feature_names
     sizes = _sparse_table_sizes(config)
     train_data = config.train_data.model_copy(update={"seed": run_seed(config)})
     if train_data.remote_readers:
@@ -107,14 +101,14 @@ def evaluate_checkpoints(config: RecapConfig, device: torch.device) -> dict[str,
     training = config.training
     if not config.validation_data:
         raise ConfigError("--mode evaluate needs validation_data: the sets to evaluate each checkpoint on")
-    sparse = _sparse_feature_names(config)
+    spec = input_spec(config.train_data, config.model)
+    sparse = spec.sparse_feature_names
     validation = {
         name: RecapDataset(data_config, mode=JobMode.EVALUATE, repeat=False, sparse_feature_names=sparse)
         for name, data_config in config.validation_data.items()
     }
-    data_spec = next(iter(validation.values())).torch_element_spec  # no training files needed here
     seed_torch(run_seed(config))
-    model, _, _ = build_model_and_optimizer(config, data_spec, device)
+    model, _, _ = build_model_and_optimizer(config, spec.feature_shapes, device)  # from the config alone
     logging.info(
         f"evaluator: following checkpoints in {training.save_dir} (sets {list(validation)}; stops after "
         f"step {training.num_train_steps} or {training.eval_timeout_in_s:g} s without a new checkpoint)"
@@ -184,7 +178,8 @@ def run(
         validation_datasets = {}  # a separate evaluator (--mode evaluate) follows the checkpoints
     seed = run_seed(config)
     seed_torch(seed)  # the same initial weights on every rank
-    model, optimizer, scheduler = build_model_and_optimizer(config, train_dataset.torch_element_spec, device)
+    spec = input_spec(config.train_data, config.model)
+    model, optimizer, scheduler = build_model_and_optimizer(config, spec.feature_shapes, device)
     seed_torch(seed, device_lib.get_rank() + 1)  # dropout: each rank its own masks
     metrics_factory = build_metrics_factory(list(config.model.tasks), config.validation_data, config.model.stratifiers)
     enable_amp = config.runtime.enable_amp

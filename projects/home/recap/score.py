@@ -35,7 +35,7 @@ from tml.projects.home.recap.engagement_weights import (
     weighted_score,
 )
 from tml.projects.home.recap.model.model_and_loss import MODEL_INPUTS
-from tml.projects.home.recap.trained_model import load_trained_model, sparse_feature_names
+from tml.projects.home.recap.trained_model import load_trained_model, recap_input_spec
 
 SCORE_COLUMN = "score"
 RANK_COLUMN = "rank"
@@ -111,10 +111,10 @@ def score_candidates(
         config.train_data,
         inputs,
         id_columns=tuple(id_columns) if id_columns else (user_id_column, tweet_id_column),
-        sparse_feature_names=sparse_feature_names(config),
+        sparse_feature_names=recap_input_spec(config).sparse_feature_names,
         batch_rows=batch_rows,
     )
-    model = load_trained_model(config, checkpoint, reader.element_spec)
+    model = load_trained_model(config, checkpoint)
     return rank_candidates(model, reader, weights, probabilities)
 
 

@@ -1,7 +1,8 @@
 """From the rows a batch plan picks to a RecapBatch, in the original's order of steps.
 
 gather -> tensors -> mantissa masking -> sampling-rate weights -> preprocessors -> labels [B, T]
-(train/eval); inference skips weights and preprocessing and gives zero weights [B, 1].
+(train/eval); inference has no weights (zeros [B, 1]) and runs only the input-shaping
+preprocessors, at the same point of the same order (`build_preprocess`).
 Padding rows of a last partial evaluation batch (PaddedBatchPlan) get label 0 and weight 0 before
 the preprocessors, so no metric counts them.
 """
@@ -76,10 +77,7 @@ class BatchAssembler:
         self._vocab_mapper = vocab_mapper
         self.preprocess: Optional[PreprocessPipeline] = None
         if config.preprocess is not None:
-            if self._inference:
-                logging.warning("preprocess is configured but not applied at inference")
-            else:
-                self.preprocess = build_preprocess(config.preprocess, mode)
+            self.preprocess = build_preprocess(config.preprocess, mode)
         extract = self.preprocess.stage(ExtractFeatures) if self.preprocess else None
         self._extracted_names = extract.names if extract else []
         truncate = self.preprocess.stage(TruncateAndSlice) if self.preprocess else None
@@ -118,8 +116,8 @@ class BatchAssembler:
                 weights[padding] = 0.0
             if weights is not None:
                 inputs[WEIGHTS] = weights
-            if self.preprocess is not None:
-                inputs = self.preprocess(inputs)
+        if self.preprocess is not None:
+            inputs = self.preprocess(inputs)
         if self._vocab_mapper is not None:
             inputs = self._vocab_mapper(inputs)
         batch = to_batch(
@@ -142,18 +140,3 @@ class BatchAssembler:
                 rank=-1,
             )
         self._stats.add(batches=1, nonfinite_continuous_values=nonfinite)
-
-    def placeholder_columns(self, rows: int) -> Inputs:
-        """Zeros shaped like `rows` rows read from disk, to derive output shapes without data."""
-        columns: Inputs = {}
-        for column in self._plan.columns:
-            feature = column.feature
-            if feature.length == -1:
-                columns[column.name] = JaggedColumn(np.zeros(0, feature.numpy_dtype), np.zeros(rows + 1, np.int64))
-            elif feature.dtype == "bytes_list":
-                shape = (rows,) if feature.length == 1 else (rows, feature.length)
-                columns[column.name] = np.full(shape, b"", dtype=object)
-            else:
-                shape = (rows,) if feature.length == 1 else (rows, feature.length)
-                columns[column.name] = np.zeros(shape, feature.numpy_dtype)
-        return columns

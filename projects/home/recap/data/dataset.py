@@ -21,6 +21,7 @@ from tml.projects.home.recap.data.batch import RecapBatch
 from tml.projects.home.recap.data.chunk_source import ChunkSource, DataStats, SourceOptions
 from tml.projects.home.recap.data.config import RecapDataConfig
 from tml.projects.home.recap.data.file_listing import list_input_files
+from tml.projects.home.recap.data.input_spec import input_spec
 from tml.projects.home.recap.data.parquet_reader import ParquetChunkReader
 from tml.common.prefetch import BackgroundIterator, ordered_map
 from tml.projects.home.recap.data.segdense import plan_features
@@ -121,7 +122,6 @@ class RecapDataset(torch.utils.data.IterableDataset):
             ),
             self.stats,
         )
-        self._element_spec: Optional[dict[str, Any]] = None
 
     def _batches(self) -> Iterator[RecapBatch]:
         pool = ShufflePool(
@@ -159,13 +159,6 @@ class RecapDataset(torch.utils.data.IterableDataset):
         return torch.utils.data.DataLoader(self, batch_size=None)
 
     @property
-    def torch_element_spec(self) -> dict[str, Any]:
-        """Shape of each batch field with -1 for the batch dimension (the model's input shapes)."""
-        if self._element_spec is None:
-            example = self._assembler.assemble(self._assembler.placeholder_columns(self.read_rows), count=False)
-            self._element_spec = {
-                name: torch.Size([-1, *value.shape[1:]])
-                for name, value in example.as_dict().items()
-                if isinstance(value, torch.Tensor) and value.numel()
-            }
-        return self._element_spec
+    def torch_element_spec(self) -> dict[str, torch.Size]:
+        """Shape of each input and label field with -1 for the batch dimension (`input_spec`)."""
+        return input_spec(self._config, with_labels=self._mode != JobMode.INFERENCE).shapes

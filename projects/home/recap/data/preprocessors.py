@@ -1,7 +1,9 @@
 """The five preprocessors, on a batch given as a dict of tensors keyed by feature and label name.
 
 They run in the original's fixed order (downsample_negatives, truncate_and_slice, downcast,
-rectify_labels, extract_features) at train and evaluation time, never at inference. Fixes over the
+rectify_labels, extract_features) at train and evaluation time. At inference the stages that shape
+the model's inputs (truncate_and_slice, downcast) run in that same order, so a model sees the
+inputs it was trained on; the label stages and extract_features (metrics' inputs) do not. Fixes over the
 original: DownCast handles every DownCastType (it asserted on all but bfloat16 and bool) and
 TruncateAndSlice logs how many features a mask keeps (it logged the sum of the indices).
 """
@@ -214,21 +216,22 @@ class PreprocessPipeline:
 
 
 def build_preprocess(config: data_config.Preprocess, mode: JobMode = JobMode.TRAIN) -> Optional[PreprocessPipeline]:
-    """The configured stages in the fixed order; None at inference."""
-    if JobMode(mode) == JobMode.INFERENCE:
-        logging.info("no preprocessing at inference")
-        return None
+    """The configured stages in the fixed order; at inference only the input-shaping ones (None
+    when there are none)."""
+    inference = JobMode(mode) == JobMode.INFERENCE
     stages: list[Preprocessor] = []
-    if config.downsample_negatives:
+    if config.downsample_negatives and not inference:
         stages.append(DownsampleNegatives(config.downsample_negatives))
     if config.truncate_and_slice:
         stages.append(TruncateAndSlice(config.truncate_and_slice))
     if config.downcast:
         stages.append(DownCast(config.downcast))
-    if config.rectify_labels:
+    if config.rectify_labels and not inference:
         stages.append(RectifyLabels(config.rectify_labels))
-    if config.extract_features:
+    if config.extract_features and not inference:
         stages.append(ExtractFeatures(config.extract_features))
+    if inference:
+        return PreprocessPipeline(stages) if stages else None
     if not stages:
         raise ValueError("preprocess is set but configures no preprocessor; remove it or set one of its fields")
     return PreprocessPipeline(stages)

@@ -28,7 +28,6 @@ from tml.common.entry_point import training_session  # noqa: E402
 from tml.common.sharding import quiet_torchrec_warnings  # noqa: E402
 from tml.core.config import load_config_from_yaml  # noqa: E402
 from tml.projects.home.recap.config import RecapConfig  # noqa: E402
-from tml.projects.home.recap.data.dataset import RecapDataset  # noqa: E402
 from tml.projects.home.recap.job import check_tasks, run  # noqa: E402
 from tml.projects.home.recap.scripts.prepare_movielens import DEFAULT_OUTPUT_DIR, prepare_movielens  # noqa: E402
 from tml.projects.home.recap.trained_model import build_model  # noqa: E402
@@ -65,8 +64,8 @@ def load_variant(config_path: str, data_dir: str, save_dir: str, overrides: Sequ
     return config
 
 
-def backbone_parameters(config: RecapConfig, input_shapes: dict[str, torch.Size]) -> int:
-    model = build_model(config, input_shapes)
+def backbone_parameters(config: RecapConfig) -> int:
+    model = build_model(config)
     return sum(parameter.numel() for parameter in model.backbone.parameters()) if model.backbone is not None else 0
 
 
@@ -100,12 +99,11 @@ def compare(config_path: str, data_dir: str, work_dir: str, mlp_layer_sizes: Seq
         save_dir = os.path.join(work_dir, name)
         shutil.rmtree(save_dir, ignore_errors=True)  # a leftover checkpoint would resume instead of training
         config = load_variant(config_path, data_dir, save_dir, [*overrides, *variant_overrides])
-        input_shapes = RecapDataset(config.train_data).torch_element_spec
         metrics, seconds = train_variant(config)
         rows[name] = {
             "auroc": {task: float(metrics[f"auroc/{task}"]) for task in config.model.tasks},
             "metrics": metrics,
-            "backbone_parameters": backbone_parameters(config, input_shapes),
+            "backbone_parameters": backbone_parameters(config),
             "seconds": seconds,
         }
     os.makedirs(work_dir, exist_ok=True)

@@ -96,6 +96,7 @@ def test_side_features_are_dense_and_known_before_the_rating(prepared):
 @needs_movielens
 def test_config_reads_the_prepared_data_into_large_embeddings(prepared, process_group):
     from tml.projects.home.recap.data.dataset import RecapDataset
+    from tml.projects.home.recap.data.input_spec import input_spec
     from tml.projects.home.recap.job import build_datasets, build_model_and_optimizer, check_tasks
 
     folder, _, _ = prepared
@@ -112,7 +113,7 @@ def test_config_reads_the_prepared_data_into_large_embeddings(prepared, process_
     batch = next(iter(train))
     assert batch.sparse_features.keys() == ["user_id", "movie_id"]
     assert batch.continuous_features.shape == (64, 8) and batch.labels.shape == (64, 3)
-    model, optimizer, _ = build_model_and_optimizer(config, train.torch_element_spec, torch.device("cpu"))
+    model, optimizer, _ = build_model_and_optimizer(config, input_spec(config.train_data, config.model).feature_shapes, torch.device("cpu"))
     loss, outputs = model(batch)
     loss.backward()
     optimizer.step()

@@ -4,19 +4,23 @@ import glob
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
+import yaml
 
 from tml.common.testing_utils import run_on_ranks
 from tml.projects.home.recap import score
 from tml.projects.home.recap.candidates import CandidateReader
+from tml.projects.home.recap.data.assembly import mask_mantissa_
 from tml.projects.home.recap.engagement_weights import (
     APRIL_2023_WEIGHTS,
     parse_weights,
     rank_within_groups,
     resolve_weights,
 )
+from tml.projects.home.recap.trained_model import build_model, recap_input_spec
 
 from rank_fns_recap_score import train_then_predict
-from recap_scoring_fixtures import TASKS, load_setup_config, make_setup
+from recap_scoring_fixtures import KEPT_CONTINUOUS, TASKS, load_setup_config, make_setup
 
 FAV, REPLY = TASKS
 
@@ -149,12 +153,40 @@ def test_candidate_reader_applies_truncation_and_keeps_every_row_in_order(traine
     setup, _ = trained
     config = load_setup_config(setup["config_path"])
     reader = CandidateReader(config.train_data, setup["candidates"], sparse_feature_names=["tweet_ids"], batch_rows=4)
-    assert reader.element_spec["continuous_features"] == (-1, 4)  # 5 columns in the files, truncated to 4
+    assert recap_input_spec(config).shapes["continuous_features"] == (-1, 4)  # 5 columns in the files, truncated to 4
     seen_users, seen_tweets = [], []
     for ids, batch in reader:
         assert batch.labels is None and batch.continuous_features.shape[0] <= 4
+        assert batch.continuous_features.shape[1] == 4
         np.testing.assert_array_equal(batch.sparse_features["tweet_ids"].values().numpy(), ids["meta.tweet_id"])
         seen_users.append(ids["meta.user_id"])
         seen_tweets.append(ids["meta.tweet_id"])
     np.testing.assert_array_equal(np.concatenate(seen_users), _candidate_ids(setup, "meta.user_id"))
     np.testing.assert_array_equal(np.concatenate(seen_tweets), _candidate_ids(setup, "meta.tweet_id"))
+
+
+def test_candidates_are_masked_then_down_cast_as_in_training_and_score(tmp_path):
+    """Inference runs the training pipeline's own stages in training order: mantissa masking of the
+    float32 column first, then the down-cast (the reverse order fails: masking needs float32)."""
+    setup = make_setup(str(tmp_path), train_rows=32, candidate_rows=25)
+    with open(setup["config_path"]) as stream:
+        document = yaml.safe_load(stream)
+    document["train_data"]["seg_dense_schema"]["mask_mantissa_features"] = {"continuous": 16}
+    document["train_data"]["preprocess"]["downcast"] = {"features": {"continuous": "bfloat16"}}
+    with open(setup["config_path"], "w") as stream:
+        yaml.safe_dump(document, stream)
+    config = load_setup_config(setup["config_path"])
+    spec = recap_input_spec(config)
+    reader = CandidateReader(
+        config.train_data, setup["candidates"], sparse_feature_names=spec.sparse_feature_names, batch_rows=8
+    )
+    _, batch = next(iter(reader))
+    raw = torch.from_numpy(np.stack(pq.read_table(sorted(glob.glob(setup["candidates"]))[0])["cont_vals"].to_numpy(zero_copy_only=False)))
+    expected = mask_mantissa_(raw[:8, :KEPT_CONTINUOUS].clone(), 16).to(torch.bfloat16)
+    assert batch.continuous_features.dtype == torch.bfloat16
+    assert torch.equal(batch.continuous_features, expected)
+    assert tuple(batch.continuous_features.shape[1:]) == tuple(spec.shapes["continuous_features"][1:])
+
+    table = score.rank_candidates(build_model(config), reader)
+    assert table.num_rows == 25
+    assert np.isfinite(table.column(score.SCORE_COLUMN).to_numpy()).all()

@@ -58,6 +58,11 @@ def test_sampling_rate_weights_and_element_spec(tmp_path, schema):
     assert batch.continuous_features.shape == (4, 3)
     assert dataset.torch_element_spec["continuous_features"] == torch.Size([-1, 3])
     assert dataset.torch_element_spec["labels"] == torch.Size([-1, 2])
+    # Derived from the config alone, the spec names every model input and its width as batches have it.
+    model_inputs = {"continuous_features", "binary_features", "discrete_features", "user_embedding", "labels"}
+    assert set(dataset.torch_element_spec) == model_inputs
+    for name, shape in dataset.torch_element_spec.items():
+        assert tuple(getattr(batch, name).shape[1:]) == tuple(shape[1:]), name
 
 
 def test_shuffled_pass_sees_every_row_once_and_seed_reproduces(tmp_path, schema):
@@ -98,7 +103,7 @@ def test_cache_keeps_rows_after_the_files_are_gone(tmp_path, schema):
     assert dataset.stats.passes >= 2 and len(first_pass) == 2
 
 
-def test_inference_needs_no_labels_and_skips_preprocessing(tmp_path, schema):
+def test_inference_needs_no_labels_and_shapes_inputs_as_training(tmp_path, schema):
     features = [f for f in load_segdense_schema(schema).values() if not f.name.startswith("task.")]
     os.makedirs(tmp_path / "data")
     pq.write_table(to_table(features, row_columns(np.arange(4))), tmp_path / "data" / "x.parquet")
@@ -106,7 +111,7 @@ def test_inference_needs_no_labels_and_skips_preprocessing(tmp_path, schema):
     batch = next(iter(RecapDataset(config, mode="inference")))
     assert batch.labels is None and batch.label_names == ()
     assert torch.equal(batch.weights, torch.zeros(4, 1))
-    assert batch.continuous_features.shape == (4, 6)
+    assert batch.continuous_features.shape == (4, 2)  # truncate_and_slice shapes inputs at inference too
 
 
 def test_sparse_features_and_extracted_features(tmp_path, schema):

@@ -149,6 +149,9 @@ def test_build_preprocess_fixed_order_inference_and_empty():
     assert [type(stage).__name__ for stage in pipeline.stages] == [
         "DownsampleNegatives", "TruncateAndSlice", "DownCast", "RectifyLabels", "ExtractFeatures"
     ]
-    assert pp.build_preprocess(config, mode="inference") is None
+    # Inference keeps the stages that shape the model's inputs, in the same order.
+    inference = pp.build_preprocess(config, mode="inference")
+    assert [type(stage).__name__ for stage in inference.stages] == ["TruncateAndSlice", "DownCast"]
+    assert pp.build_preprocess(data_config.Preprocess(rectify_labels=config.rectify_labels), mode="inference") is None
     with pytest.raises(ValueError, match="configures no preprocessor"):
         pp.build_preprocess(data_config.Preprocess())
