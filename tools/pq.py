@@ -21,7 +21,9 @@ from typing import Any, Iterator, Optional, Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tml.common import filesystem
+from tml.common import parquet
+from tml.common.parquet import list_parquet_files
+from tml.core.errors import DataError
 
 COMMANDS = ("schema", "head", "distinct", "count")
 DEFAULT_NUM = {"head": 10, "distinct": 1000}
@@ -30,7 +32,6 @@ MAX_CELL_CHARS = 40
 LIST_ITEMS_SHOWN = 3
 DISTINCT_VALUES_SHOWN = 50
 READ_BUFFER_BYTES = 1 << 20
-_GLOB_CHARACTERS = frozenset("*?[")
 
 
 class PqError(Exception):
@@ -42,46 +43,22 @@ class PqError(Exception):
 
 def resolve_files(path: str) -> list[str]:
     """The Parquet files PATH names: a glob's matches, a directory's *.parquet files, or the file."""
-    if _GLOB_CHARACTERS & set(path):
-        matches = filesystem.glob(path)
-        if not matches:
-            raise PqError(f"no file matches the pattern '{path}'")
-        data_files = [match for match in matches if not _is_hidden(match)]
-        if not data_files:
-            raise PqError(f"only bookkeeping files (such as _SUCCESS) match the pattern '{path}'")
-        return data_files
-    fs = filesystem.infer_fs(path)
-    if fs.isdir(path):
-        found = sorted(
-            found_path
-            for found_path in fs.find(path)
-            if found_path.endswith(".parquet") and not _is_hidden(found_path)
-        )
-        if not found:
-            raise PqError(f"no .parquet files under the directory '{path}'")
-        return found if filesystem.is_local_fs(fs) else [fs.unstrip_protocol(p) for p in found]
-    if not fs.exists(path):
-        raise PqError(f"no such file or directory: '{path}'")
-    return [path]
-
-
-def _is_hidden(path: str) -> bool:
-    # Writers keep bookkeeping next to the data (_SUCCESS, _metadata, .crc files).
-    return path.rstrip("/").rsplit("/", 1)[-1].startswith(("_", "."))
+    try:
+        return list_parquet_files(path)
+    except FileNotFoundError as error:
+        raise PqError(str(error)) from None
 
 
 @contextlib.contextmanager
 def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
-    """A ParquetFile that reads column chunks in small buffered pieces, closed afterwards."""
-    with filesystem.open_file(path, "rb") as handle:
+    """The shared opener, reading column chunks in small buffered pieces; unreadable files are the
+    user's problem, reported without a traceback."""
+    with contextlib.ExitStack() as stack:
         try:
-            parquet_file = pq.ParquetFile(handle, buffer_size=READ_BUFFER_BYTES)
-        except (pa.ArrowInvalid, OSError) as error:
+            parquet_file = stack.enter_context(parquet.open_parquet(path, buffer_size=READ_BUFFER_BYTES))
+        except DataError as error:
             raise PqError(f"'{path}' is not a readable Parquet file: {error}") from error
-        try:
-            yield parquet_file
-        finally:
-            parquet_file.close()
+        yield parquet_file
 
 
 def read_metadata(path: str) -> tuple[pa.Schema, pq.FileMetaData]:

@@ -14,6 +14,7 @@ from tml.common.checkpointing.layout import (
     get_checkpoints,
     is_done_eval,
     mark_done_eval,
+    resolve_checkpoint,
     step_from_checkpoint,
     wait_for_evaluators,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "load_model_weights",
     "mark_done_eval",
     "read_metadata",
+    "resolve_checkpoint",
     "restore",
     "save_state",
     "save_state_async",

@@ -99,6 +99,22 @@ def get_checkpoints(save_dir: str) -> list[str]:
     return [path for _, path in list_checkpoints(save_dir)]
 
 
+def resolve_checkpoint(path: str) -> str:
+    """`path` itself when it is a checkpoint (complete, or any DCP checkpoint), else the newest
+    complete checkpoint in it (a save_dir): what scoring, export and embedding extraction load."""
+    if not infer_fs(path).exists(path):
+        raise FileNotFoundError(f"checkpoint path {path} does not exist")
+    if is_complete(path) or infer_fs(path).exists(join(path, DCP_METADATA)):
+        return path  # named explicitly: a DCP checkpoint written without our marker is taken as it is
+    latest = get_checkpoint(path, missing_ok=True)
+    if latest is None:
+        raise FileNotFoundError(
+            f"{path} is neither a complete checkpoint nor a save_dir holding one (a checkpoint is a "
+            f"<save_dir>/<step>/ folder with a {COMPLETE_MARKER} marker)"
+        )
+    return latest
+
+
 def step_from_checkpoint(checkpoint: str) -> int:
     """The number of completed training steps a checkpoint holds (its directory name)."""
     name = basename(checkpoint)

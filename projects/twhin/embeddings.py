@@ -31,7 +31,7 @@ import torch
 
 from tml.common import filesystem
 from tml.common.entry_point import call_command, command_parser, run_command
-from tml.common.checkpointing import get_checkpoint, read_metadata, restore
+from tml.common.checkpointing import read_metadata, resolve_checkpoint, restore
 from tml.common.checkpointing.layout import join
 from tml.core.optimizers import table_of_parameter
 from tml.projects.twhin.models.models import TRANSLATION_PARAM
@@ -48,21 +48,14 @@ def _is_export(source: str) -> bool:
     return filesystem.exists(join(source, EXPORT_METADATA))
 
 
-def _is_checkpoint(source: str) -> bool:
-    return filesystem.exists(join(source, ".metadata"))
-
-
-def resolve_checkpoint(source: str) -> str:
-    """`source` itself when it is a checkpoint, else the newest complete checkpoint under it."""
-    if _is_checkpoint(source):
-        return source
-    latest = get_checkpoint(source, missing_ok=True)
-    if latest is None:
+def _checkpoint_of(source: str) -> str:
+    """`source` as a checkpoint, naming the export form too when it is neither."""
+    try:
+        return resolve_checkpoint(source)
+    except FileNotFoundError as error:
         raise FileNotFoundError(
-            f"{source} is neither an embeddings export ({EXPORT_METADATA}), a checkpoint (.metadata) nor a "
-            "save directory holding a complete checkpoint."
-        )
-    return latest
+            f"{source} is neither an embeddings export ({EXPORT_METADATA}) nor a checkpoint: {error}"
+        ) from None
 
 
 TensorEntry = tuple[str, tuple[int, ...], torch.dtype]  # (DCP key, global shape, stored dtype)
@@ -99,7 +92,7 @@ def load_table(source: str, table: str) -> np.ndarray:
         full = np.zeros((int(ids.max()) + 1 if ids.size else 0, vectors.shape[1]), dtype=np.float32)
         full[ids] = vectors
         return full
-    checkpoint = resolve_checkpoint(source)
+    checkpoint = _checkpoint_of(source)
     keys = _checkpoint_keys(checkpoint)
     if table not in keys:
         raise KeyError(f"checkpoint {checkpoint} has no table '{table}'; tables: {checkpoint_tables(checkpoint)}.")
@@ -171,7 +164,7 @@ def export_embeddings(
     """Write each table of the checkpoint `source` to `<out_dir>/<table>.parquet` (id, vector), the
     relation vectors to `relations.parquet` (rel, name, vector) and `embeddings.json`. Returns
     table -> path."""
-    checkpoint = resolve_checkpoint(source)
+    checkpoint = _checkpoint_of(source)
     keys = _checkpoint_keys(checkpoint)
     available = checkpoint_tables(checkpoint)
     chosen = list(tables) if tables else available

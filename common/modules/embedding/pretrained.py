@@ -23,7 +23,7 @@ import torch
 from torch.distributed._shard.sharded_tensor import ShardedTensor
 
 from tml.common import filesystem
-from tml.common.checkpointing import get_checkpoint, read_metadata, restore
+from tml.common.checkpointing import read_metadata, resolve_checkpoint, restore
 from tml.common.checkpointing.layout import join
 from tml.core.config.errors import ConfigError
 from tml.ml_logging.torch_logging import logging
@@ -53,11 +53,12 @@ def _weight_suffix(table: str) -> str:
 
 def _checkpoint_of(uri: str) -> Optional[str]:
     """The checkpoint `uri` is, or the newest complete one under it; None when it is neither."""
-    if filesystem.exists(join(uri, ".metadata")):
-        return uri
     if uri.endswith(".parquet") or not filesystem.exists(uri):
         return None
-    return get_checkpoint(uri, missing_ok=True)
+    try:
+        return resolve_checkpoint(uri)
+    except FileNotFoundError:
+        return None
 
 
 def _checkpoint_rows(checkpoint: str, emb_name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -96,10 +97,10 @@ def _parquet_path(uri: str, emb_name: str) -> str:
 def _parquet_chunks(path: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    with filesystem.open_file(path, "rb") as stream:
-        parquet = pq.ParquetFile(stream)
+    from tml.common.parquet import open_parquet
+
+    with open_parquet(path) as parquet:
         missing = [name for name in ("id", "vector") if name not in parquet.schema_arrow.names]
         if missing:
             raise PretrainedError(f"{path} lacks column(s) {missing}; pretrained vectors need 'id' and 'vector'")

@@ -6,20 +6,16 @@ rank opens only the files (and row groups) its part touches.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tml.common import filesystem
+from tml.common.parquet import list_parquet_files, open_parquet
 from tml.core.errors import DataError
 from tml.projects.twhin.data.schema import GraphSchema
-
-_GLOB_CHARACTERS = "*?["
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,45 +70,12 @@ class RowRange:
     stop: int
 
 
-def _is_data_file(path: str) -> bool:
-    return not os.path.basename(path.rstrip("/")).startswith(("_", "."))
-
-
 def list_edge_files(data_root: str) -> list[str]:
     """The Parquet files `data_root` names (glob, directory or file), sorted; at least one."""
-    if any(character in data_root for character in _GLOB_CHARACTERS):
-        matches = filesystem.glob(data_root)
-    elif filesystem.infer_fs(data_root).isdir(data_root):
-        matches = filesystem.glob(data_root.rstrip("/") + "/*.parquet")
-    else:
-        matches = [data_root] if filesystem.exists(data_root) else []
-    files = [path for path in matches if _is_data_file(path)]
-    files = [path for path in files if not filesystem.infer_fs(path).isdir(path)]
-    if not files:
-        raise FileNotFoundError(f"data_root '{data_root}' matches no Parquet edge file.")
-    return files
-
-
-@contextlib.contextmanager
-def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
-    """A ParquetFile on any file system; a remote file's handle is closed on exit. A file that is
-    empty, truncated or corrupt fails with a DataError naming it (pyarrow's own message does not)."""
-    fs = filesystem.infer_fs(path)
     try:
-        if filesystem.is_local_fs(fs):
-            yield pq.ParquetFile(filesystem.strip_protocol(path), page_checksum_verification=True)
-            return
-        with filesystem.open_file(path, "rb") as handle:
-            yield pq.ParquetFile(handle, page_checksum_verification=True)
-    except (pa.ArrowException, OSError) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        size = fs.size(path) if fs.exists(path) else None
-        raise DataError(
-            f"{path}: cannot read this Parquet file ({size} bytes): {reason}. Is it empty, truncated "
-            f"(a copy cut short) or not Parquet?"
-        ) from None
+        return list_parquet_files(data_root)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"data_root '{data_root}' matches no Parquet edge file: {error}.") from None
 
 
 def count_rows(files: Sequence[str]) -> list[int]:

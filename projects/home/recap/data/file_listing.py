@@ -11,6 +11,7 @@ import datetime as dt
 import posixpath
 
 from tml.common.filesystem import util as fs_util
+from tml.common.parquet import list_parquet_files
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.data.config import (
     DATE_FORMAT,
@@ -73,9 +74,10 @@ def files_in_partitions(folders: list[str], tolerance: int, unit: str) -> list[s
 def list_input_files(config: DatasetConfig) -> list[str]:
     """Sorted input files, cut to `num_files_to_keep`; never empty."""
     if config.inputs is not None:
-        files = fs_util.glob(config.inputs)
-        if not files:
-            raise ValueError(f"no data files match inputs '{config.inputs}'")
+        try:
+            files = list_parquet_files(config.inputs)
+        except FileNotFoundError as error:
+            raise ValueError(f"no data files match inputs '{config.inputs}': {error}") from None
     elif config.explicit_date_inputs is not None:
         inputs = config.explicit_date_inputs
         files = files_in_partitions(date_folders(inputs), inputs.num_missing_days_tol, "day")

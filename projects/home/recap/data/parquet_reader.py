@@ -1,14 +1,13 @@
 """Read Parquet files (or some of their row groups) as numpy chunks named as the pipeline knows them."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from typing import Iterator, Optional, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tml.common.filesystem import util as fs_util
+from tml.common.parquet import open_parquet
 from tml.projects.home.recap.data.arrow_columns import Column, ColumnError, column_to_numpy
 from tml.projects.home.recap.data.parquet_schema import plan_schema
 from tml.projects.home.recap.data.segdense import FeaturePlan
@@ -33,20 +32,6 @@ class Chunk:
     source: str
     num_rows: int
     columns: dict[str, Column]
-
-
-@contextlib.contextmanager
-def open_parquet(path: str) -> Iterator[pq.ParquetFile]:
-    """Pages written with checksums (as tml's writers write them) are verified as they are read."""
-    fs = fs_util.infer_fs(path)
-    if fs_util.is_local_fs(fs):
-        with pq.ParquetFile(path, page_checksum_verification=True) as parquet_file:
-            yield parquet_file
-    else:
-        with fs_util.open_file(path, "rb") as stream, pq.ParquetFile(
-            stream, page_checksum_verification=True
-        ) as parquet_file:
-            yield parquet_file
 
 
 def num_row_groups(path: str) -> int:
