@@ -21,11 +21,15 @@ import time
 
 import torch
 
-# Imported before pyarrow: the recap package sets Arrow's allocator policy as pyarrow loads.
-from tml.projects.home.recap.data.config import RecapDataConfig
-from tml.projects.home.recap.data.dataset import RecapDataset
-from tml.projects.home.recap.data.generate_random_data import generate_random_data
-from tml.projects.home.recap.data.segdense import plan_features
+# Before pyarrow loads, as the entry points do: Arrow's allocator keeps the memory it frees.
+from tml.common.allocator import keep_arrow_freed_memory
+
+keep_arrow_freed_memory()
+
+from tml.projects.home.recap.data.config import RecapDataConfig  # noqa: E402
+from tml.projects.home.recap.data.dataset import RecapDataset  # noqa: E402
+from tml.projects.home.recap.data.generate_random_data import generate_random_data  # noqa: E402
+from tml.projects.home.recap.data.segdense import plan_features  # noqa: E402
 
 import pyarrow.parquet as pq  # noqa: E402,I001
 

@@ -287,14 +287,10 @@ def train(
     checkpoint_frequency: int,
     dataset: Iterable[Any],
     worker_batch_size: int,
-    num_workers: int = 0,
     enable_amp: bool = False,
     initial_checkpoint_dir: Optional[str] = None,
     gradient_accumulation: Optional[int] = None,
-    logger_initializer: Optional[Callable[[str], SummaryLogger]] = None,
     scheduler: Optional[Any] = None,
-    metrics: Optional[torchmetrics.MetricCollection] = None,
-    parameters_to_log: Optional[dict[str, Callable[[torch.Tensor], Any]]] = None,
     tables_to_log: Optional[list[str]] = None,
     checkpoint_max_to_keep: Optional[int] = None,
     evaluation: Optional[EvaluationPlan] = None,
@@ -304,8 +300,8 @@ def train(
 ) -> TrainResult:
     """Train for exactly `train_steps` optimizer steps, resuming from the newest checkpoint.
 
-    `num_workers` is kept from the original's signature (extra data workers feeding this trainer);
-    it only scales the reported global examples/s. A NaN/inf loss stops the run with
+    Unlike the original's, it takes no `num_workers` (it only inflated the logged global examples/s),
+    `logger_initializer`, `metrics` or `parameters_to_log` (no caller used them). A NaN/inf loss stops the run with
     TrainingDivergedError (naming the step and what is NaN) before its backward, unless
     `max_skipped_nonfinite_steps` allows skipping it; a NaN/inf parameter is never checkpointed.
     Rank 0 holds `save_dir`'s lock for the whole run; `overwrite_save_dir` first deletes what earlier
@@ -341,7 +337,7 @@ def train(
         runner.start_at(start_step)
         batches = _skip_batches(batches, start_step * runner.accumulation_steps)
         run_loggers.purge_step = start_step + 1 if start_step else None
-        make_logger = logger_initializer or run_loggers
+        make_logger = run_loggers
         train_logger = make_logger("train")
 
         eval_results: dict[str, dict[str, float]] = {}
@@ -369,9 +365,6 @@ def train(
                 )
             if scheduler is not None:
                 scheduler.step()
-            if metrics is not None:
-                for output in outputs:
-                    metrics.update(output)
             train_state.step = step
             train_state.walltime += time.perf_counter() - step_start
             window_steps += 1
@@ -387,14 +380,11 @@ def train(
                     **_learning_rates(optimizer),
                     "steps_per_s": window_steps / elapsed,
                     "worker_examples_per_s": examples_per_s,
-                    "global_examples_per_s": examples_per_s * world_size * (1 + num_workers),
+                    "global_examples_per_s": examples_per_s * world_size,
                     "active_training_walltime": train_state.walltime,
                 }
-                if metrics is not None:
-                    values.update({f"metrics/{k}": v for k, v in _to_float_dict(metrics.compute()).items()})
-                    metrics.reset()
-                if parameters_to_log or tables_to_log:
-                    values.update(_weights_to_log(model, parameters_to_log, tables_to_log))
+                if tables_to_log:
+                    values.update(_weights_to_log(model, tables_to_log))
                 train_logger.log(values, step)
                 logging.info(f"step {step}/{train_steps} {format_scalars(values)}")
                 window_start, window_steps = time.perf_counter(), 0
@@ -451,19 +441,11 @@ def _is_eval_step(step: int, train_steps: int, checkpoint_frequency: int, plan: 
     return step % every == 0 or step == train_steps
 
 
-def _weights_to_log(
-    model: torch.nn.Module,
-    parameters_to_log: Optional[dict[str, Callable[[torch.Tensor], Any]]],
-    tables_to_log: Optional[list[str]],
-) -> dict[str, float]:
-    from tml.common.log_weights import log_ebc_norms, weights_to_log
+def _weights_to_log(model: torch.nn.Module, tables_to_log: list[str]) -> dict[str, float]:
+    """Mean row norms of the named embedding tables."""
+    from tml.common.log_weights import log_ebc_norms
 
-    values: dict[str, float] = {}
-    if parameters_to_log:
-        values.update({k: float(v) for k, v in weights_to_log(model, parameters_to_log).items()})
-    if tables_to_log:
-        values.update({k: float(v) for k, v in log_ebc_norms(model.state_dict(), tables_to_log).items()})
-    return values
+    return {k: float(v) for k, v in log_ebc_norms(model.state_dict(), tables_to_log).items()}
 
 
 def run_evaluations(

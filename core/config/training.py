@@ -11,7 +11,11 @@ from tml.core.config.base_config import BaseConfig
 
 
 class RuntimeConfig(BaseConfig):
-    wandb: Optional[WandbConfig] = pydantic.Field(None, description="Log to Weights & Biases when set.")
+    wandb: Optional[WandbConfig] = pydantic.Field(
+        None,
+        description="When set, rank 0 also logs every scalar it writes to TensorBoard to a Weights & Biases "
+        "run (the config as its run config; offline without an API key).",
+    )
     enable_tensorfloat32: bool = pydantic.Field(
         False, description="Allow TF32 matmuls/convolutions on Ampere+ GPUs (faster, ~10 bit mantissa)."
     )

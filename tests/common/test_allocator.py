@@ -63,7 +63,9 @@ def test_other_c_libraries_are_left_alone(monkeypatch):
 LOADER_FAULTS_PER_PASS = """
 import json, os, resource, sys
 workdir = sys.argv[1]
-from tml.projects.home.recap.data.config import RecapDataConfig  # the recap package sets the policy first
+from tml.common.allocator import keep_arrow_freed_memory
+keep_arrow_freed_memory()  # as the entry points do, before pyarrow loads
+from tml.projects.home.recap.data.config import RecapDataConfig
 from tml.projects.home.recap.data.dataset import RecapDataset
 from tml.projects.home.recap.data.generate_random_data import generate_random_data
 from tml.ml_logging.torch_logging import logging
@@ -136,3 +138,47 @@ def test_the_arrow_setting_applies_only_before_pyarrow_loads(order, expected):
     result = subprocess.run([sys.executable, "-c", KEEP_ARROW_MEMORY, order], capture_output=True, text=True,
                             check=True, env=env, timeout=60)
     assert result.stdout.strip() == expected
+
+
+class _FakeMallopt:
+    """glibc's mallopt as old versions behave: an mmap threshold above 32 MiB is refused."""
+
+    def __init__(self, max_mmap_threshold: int) -> None:
+        self.max_mmap_threshold = max_mmap_threshold
+        self.calls: list[tuple[int, int]] = []
+
+    def __call__(self, parameter: int, value: int) -> int:
+        self.calls.append((parameter, value))
+        return 0 if parameter == -3 and value > self.max_mmap_threshold else 1
+
+
+@pytest.mark.parametrize(
+    "version, applied_mmap_threshold", [("2.31", 32 << 20), ("2.36", 256 << 20)], ids=["glibc<2.34", "glibc>=2.34"]
+)
+def test_the_mmap_threshold_is_capped_where_old_glibc_would_refuse_it(monkeypatch, version, applied_mmap_threshold):
+    # A refused request would leave old glibc's threshold frozen at 128 KiB: the cap keeps the intent.
+    from tml.common import allocator
+
+    fake = _FakeMallopt(max_mmap_threshold=32 << 20 if version == "2.31" else 1 << 40)
+    monkeypatch.setattr(allocator.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("glibc", version))
+    monkeypatch.setattr(allocator, "_mallopt", lambda: fake)
+    assert allocator.keep_freed_memory(mmap_threshold=256 << 20) is True
+    assert fake.calls == [(-3, applied_mmap_threshold), (-1, allocator.DEFAULT_TRIM_THRESHOLD)]
+
+
+def test_a_refused_threshold_is_reported(monkeypatch, warnings_seen):
+    from tml.common import allocator
+
+    monkeypatch.setattr(allocator.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(allocator.platform, "libc_ver", lambda: ("glibc", "2.36"))
+    monkeypatch.setattr(allocator, "_mallopt", lambda: _FakeMallopt(max_mmap_threshold=1 << 20))
+    assert allocator.keep_freed_memory(mmap_threshold=256 << 20) is False
+    assert any("refused the mmap threshold" in message for message in warnings_seen)
+
+
+def test_importing_the_recap_package_leaves_the_environment_alone():
+    env = {key: value for key, value in os.environ.items() if key != ARROW_PURGE_DELAY_VARIABLE}
+    script = "import os, tml.projects.home.recap.data.dataset; print(os.environ.get('MIMALLOC_PURGE_DELAY'))"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env, timeout=120)
+    assert result.stdout.strip().splitlines()[-1] == "None"

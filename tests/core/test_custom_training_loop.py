@@ -105,8 +105,18 @@ def test_tensorboard_has_loss_lr_throughput_and_eval(process_group, tmp_path):
     tags = set(train_events.Tags()["scalars"])
     assert {"loss", "lr/dense_opt", "lr/fused_opt", "worker_examples_per_s"} <= tags
     assert [e.step for e in train_events.Scalars("loss")] == [5, 10]
+    # One rank: the global rate is this worker's (the original scaled it by unused data workers).
+    worker = [e.value for e in train_events.Scalars("worker_examples_per_s")]
+    assert [e.value for e in train_events.Scalars("global_examples_per_s")] == worker
     eval_events = EventAccumulator(os.path.join(tmp_path, "tensorboard", "eval_heldout")).Reload()
     assert [e.step for e in eval_events.Scalars("auroc")] == [5, 10]
+
+
+def test_train_takes_no_parameter_it_does_not_use():
+    import inspect
+
+    unused = {"num_workers", "logger_initializer", "metrics", "parameters_to_log"}
+    assert not unused & set(inspect.signature(loop.train).parameters)
 
 
 def test_evaluate_whole_dataset_matches_a_hand_computation(process_group):

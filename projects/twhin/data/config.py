@@ -44,9 +44,8 @@ class TwhinDataConfig(BaseConfig):
         2,
         description="Batches (with their negatives) prepared ahead in a background thread while the model "
         "trains, at least one chunk of up to 64 batches or 64k lookups (batches are sampled a chunk at a "
-        "time); 0 prepares them in the training thread. Measured on 2 CPU cores: +2% edges/s at batch "
-        "500, +7% at batch 4096; -7% on the MovieLens config (50 global negatives: the step is "
-        "memory-bound and the thread competes for bandwidth).",
+        "time); 0 prepares them in the training thread (better where the step is memory-bound; the "
+        "README's `prefetch` row has the figures).",
     )
     shuffle: bool = Field(True, description="Shuffle each rank's edges anew every epoch.")
     seed: int = Field(0, description="Seed of the shuffles and of negative sampling (combined with rank and epoch).")
