@@ -116,6 +116,53 @@ def _one_hot(indices: np.ndarray, size: int) -> np.ndarray:
     return encoded
 
 
+def _feature_blocks(users_file: dict[str, list[str]], items: dict[str, list[str]], user: np.ndarray,
+                    movie: np.ndarray, year: np.ndarray | int, user_stats: tuple[np.ndarray, np.ndarray],
+                    movie_stats: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """The continuous, binary and discrete blocks of (user, movie) rows seen in `year`, given the
+    user's and the movie's (count, mean rating) so far: one definition, so that training rows and
+    scoring candidates cannot drift apart."""
+    user_keys = np.array(users_file["user_id"], dtype=np.int64)
+    age = _lookup(user, user_keys, np.array(users_file["age"], dtype=np.int64), "user")
+    gender = _lookup(user, user_keys, np.array([GENDERS.index(g) for g in users_file["gender"]]), "user")
+    occupations = sorted(set(users_file["occupation"]))
+    occupation = _lookup(user, user_keys, np.array([occupations.index(o) for o in users_file["occupation"]]), "user")
+
+    item_keys = np.array(items["item_id"], dtype=np.int64)
+    years = np.array([int(y) if y.isdigit() else 0 for y in items["release_year"]], dtype=np.int64)
+    genre_lists = [text.split() for text in items["class"]]
+    genres = sorted({genre for names in genre_lists for genre in names})
+    item_genres = np.zeros((len(item_keys), len(genres)), dtype=np.int64)
+    for row, names in enumerate(genre_lists):
+        item_genres[row, [genres.index(name) for name in names]] = 1
+    item_rows = _lookup(movie, item_keys, np.arange(len(item_keys)), "movie")
+    release_year = years[item_rows]
+    known_year = release_year > 0
+
+    user_count, user_mean = user_stats
+    movie_count, movie_mean = movie_stats
+    movie_genres = item_genres[item_rows]
+    continuous = np.stack(
+        [
+            age,
+            release_year,
+            np.where(known_year, np.maximum(year - release_year, 0), 0),
+            user_count,
+            user_mean,
+            movie_count,
+            movie_mean,
+            movie_genres.sum(axis=1),
+        ],
+        axis=1,
+    ).astype(np.float32)
+    binary = np.concatenate(
+        [_one_hot(gender, len(GENDERS)), _one_hot(occupation, len(occupations)), movie_genres, (~known_year)[:, None]],
+        axis=1,
+    ).astype(np.int64)
+    discrete = np.stack([gender, occupation, np.searchsorted(AGE_BUCKET_EDGES, age, side="right")], axis=1)
+    return {CONTINUOUS: continuous, BINARY: binary, DISCRETE: discrete.astype(np.int64)}
+
+
 def build_rows(folder: Path, validation_fraction: float) -> tuple[dict[str, np.ndarray], int]:
     """All ratings in time order as columns keyed by segdense name; and the number of training rows."""
     ratings = read_atomic_file(folder / "ml-100k.inter")
@@ -133,49 +180,10 @@ def build_rows(folder: Path, validation_fraction: float) -> tuple[dict[str, np.n
         raise ValueError(f"validation_fraction {validation_fraction} leaves no training or no validation rows")
     fill = float(stars[:num_train].mean())
 
-    user_keys = np.array(users["user_id"], dtype=np.int64)
-    age = _lookup(user, user_keys, np.array(users["age"], dtype=np.int64), "user")
-    gender = _lookup(user, user_keys, np.array([GENDERS.index(g) for g in users["gender"]]), "user")
-    occupations = sorted(set(users["occupation"]))
-    occupation = _lookup(user, user_keys, np.array([occupations.index(o) for o in users["occupation"]]), "user")
-
-    item_keys = np.array(items["item_id"], dtype=np.int64)
-    years = np.array([int(y) if y.isdigit() else 0 for y in items["release_year"]], dtype=np.int64)
-    genre_lists = [text.split() for text in items["class"]]
-    genres = sorted({genre for names in genre_lists for genre in names})
-    item_genres = np.zeros((len(item_keys), len(genres)), dtype=np.int64)
-    for row, names in enumerate(genre_lists):
-        item_genres[row, [genres.index(name) for name in names]] = 1
-    item_rows = _lookup(movie, item_keys, np.arange(len(item_keys)), "movie")
-    release_year = years[item_rows]
     rating_year = timestamp.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
-    known_year = release_year > 0
-
-    user_count, user_mean = earlier_stats(user, stars, fill)
-    movie_count, movie_mean = earlier_stats(movie, stars, fill)
-    movie_genres = item_genres[item_rows]
-    continuous = np.stack(
-        [
-            age,
-            release_year,
-            np.where(known_year, np.maximum(rating_year - release_year, 0), 0),
-            user_count,
-            user_mean,
-            movie_count,
-            movie_mean,
-            movie_genres.sum(axis=1),
-        ],
-        axis=1,
-    ).astype(np.float32)
-    binary = np.concatenate(
-        [_one_hot(gender, len(GENDERS)), _one_hot(occupation, len(occupations)), movie_genres, (~known_year)[:, None]],
-        axis=1,
-    ).astype(np.int64)
-    discrete = np.stack([gender, occupation, np.searchsorted(AGE_BUCKET_EDGES, age, side="right")], axis=1)
     columns = {
-        CONTINUOUS: continuous,
-        BINARY: binary,
-        DISCRETE: discrete.astype(np.int64),
+        **_feature_blocks(users, items, user, movie, rating_year, earlier_stats(user, stars, fill),
+                          earlier_stats(movie, stars, fill)),
         "liked": (stars >= 4).astype(np.int64),
         "loved": (stars == 5).astype(np.int64),
         "disliked": (stars <= 2).astype(np.int64),
@@ -298,39 +306,10 @@ def candidate_columns(folder: Path, users: np.ndarray, movies: np.ndarray,
         return count, np.where(count > 0, sums[ids] / np.maximum(count, 1), fill)
 
     users, movies = np.asarray(users, dtype=np.int64), np.asarray(movies, dtype=np.int64)
-    user_keys = np.array(users_file["user_id"], dtype=np.int64)
-    age = _lookup(users, user_keys, np.array(users_file["age"], dtype=np.int64), "user")
-    gender = _lookup(users, user_keys, np.array([GENDERS.index(g) for g in users_file["gender"]]), "user")
-    occupations = sorted(set(users_file["occupation"]))
-    occupation = _lookup(users, user_keys, np.array([occupations.index(o) for o in users_file["occupation"]]), "user")
-    item_keys = np.array(items["item_id"], dtype=np.int64)
-    years = np.array([int(y) if y.isdigit() else 0 for y in items["release_year"]], dtype=np.int64)
-    genre_lists = [text.split() for text in items["class"]]
-    genres = sorted({genre for names in genre_lists for genre in names})
-    item_genres = np.zeros((len(item_keys), len(genres)), dtype=np.int64)
-    for row, names in enumerate(genre_lists):
-        item_genres[row, [genres.index(name) for name in names]] = 1
-    item_rows = _lookup(movies, item_keys, np.arange(len(item_keys)), "movie")
-    release_year = years[item_rows]
-    known_year = release_year > 0
-    user_count, user_mean = history(user, users)
-    movie_count, movie_mean = history(movie, movies)
-    movie_genres = item_genres[item_rows]
-    continuous = np.stack(
-        [age, release_year, np.where(known_year, np.maximum(split_year - release_year, 0), 0),
-         user_count, user_mean, movie_count, movie_mean, movie_genres.sum(axis=1)],
-        axis=1,
-    ).astype(np.float32)
-    binary = np.concatenate(
-        [_one_hot(gender, len(GENDERS)), _one_hot(occupation, len(occupations)), movie_genres, (~known_year)[:, None]],
-        axis=1,
-    ).astype(np.int64)
-    discrete = np.stack([gender, occupation, np.searchsorted(AGE_BUCKET_EDGES, age, side="right")], axis=1)
     zeros = np.zeros(len(users), dtype=np.int64)
     return {
-        CONTINUOUS: continuous,
-        BINARY: binary,
-        DISCRETE: discrete.astype(np.int64),
+        **_feature_blocks(users_file, items, users, movies, split_year, history(user, users),
+                          history(movie, movies)),
         "liked": zeros, "loved": zeros, "disliked": zeros,
         "meta.user_id": users,
         "meta.movie_id": movies,
