@@ -1,5 +1,4 @@
 """The end-to-end example in its small mode: every stage runs and the RESULT lines come out."""
-import importlib.metadata
 import os
 import re
 import subprocess
@@ -8,23 +7,16 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from installed import installed
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = ("ranked_ndcg_at_10", "retrieval_ndcg_at_10", "popular_ndcg_at_10", "retrieval_recall_at_50",
            "twhin_features_auroc_gain")
 
 
-def _installed(name):
-    try:
-        importlib.metadata.distribution(name)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.skipif(not (_installed("recbole") and _installed("faiss-cpu")), reason="needs recbole data and faiss-cpu")
+@pytest.mark.skipif(not (installed("recbole") and installed("faiss-cpu")), reason="needs recbole data and faiss-cpu")
 def test_small_end_to_end_prints_the_table_and_results(tmp_path):
     done = subprocess.run(
         ["bash", str(REPO / "examples/movielens_end_to_end.sh"), "--small", "--work_dir", str(tmp_path)],

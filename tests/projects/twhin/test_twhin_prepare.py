@@ -1,4 +1,3 @@
-import importlib.metadata
 
 import pyarrow.parquet as pq
 import pytest
@@ -11,14 +10,7 @@ from tml.projects.twhin.data.schema import GraphSchema
 from tml.projects.twhin.scripts import prepare_movielens, prepare_nations
 from tml.projects.twhin.scripts.package_data import package_data_dir
 from twhin_helpers import CONFIG_DIR
-
-
-def installed(distribution):
-    try:
-        importlib.metadata.distribution(distribution)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
+from installed import installed
 
 
 def column(path, name):

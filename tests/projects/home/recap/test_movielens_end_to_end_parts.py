@@ -1,6 +1,5 @@
 """MovieLens parts of the end-to-end example: sampled non-engagements, candidate rows as of the split,
 TwHIN's time split (the Heavy Ranker's cut) and the ranking metrics."""
-import importlib.metadata
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -8,17 +7,10 @@ import pytest
 
 from tml.projects.home.recap.scripts import movielens_retrieve_rank as rr
 from tml.projects.home.recap.scripts import prepare_movielens as ml
+from installed import installed
 
 
-def _installed(name):
-    try:
-        importlib.metadata.distribution(name)
-        return True
-    except importlib.metadata.PackageNotFoundError:
-        return False
-
-
-needs_movielens = pytest.mark.skipif(not _installed("recbole"), reason="recbole (MovieLens data) is not installed")
+needs_movielens = pytest.mark.skipif(not installed("recbole"), reason="recbole (MovieLens data) is not installed")
 
 
 def test_ranking_metrics_by_hand():
@@ -33,7 +25,7 @@ def test_ranking_metrics_by_hand():
 
 @pytest.fixture(scope="module")
 def rows():
-    if not _installed("recbole"):
+    if not installed("recbole"):
         pytest.skip("recbole (MovieLens data) is not installed")
     folder = ml.movielens_folder()
     columns, num_train = ml.build_rows(folder, 0.2)

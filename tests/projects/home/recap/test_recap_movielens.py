@@ -1,6 +1,5 @@
 """MovieLens-100k as Heavy Ranker data (scripts/prepare_movielens.py) and its config."""
 import glob
-import importlib.metadata
 import os
 
 import numpy as np
@@ -12,20 +11,13 @@ import tml
 from tml.core.config import load_config_from_yaml
 from tml.projects.home.recap.config import RecapConfig
 from tml.projects.home.recap.scripts import prepare_movielens as movielens
+from installed import installed
 
 CONFIG = os.path.join(os.path.dirname(tml.__file__), "projects/home/recap/config/movielens.yaml")
 
 
-def _recbole_installed() -> bool:
-    try:
-        importlib.metadata.distribution(movielens.DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
-
-
 needs_movielens = pytest.mark.skipif(
-    not _recbole_installed(),
+    not installed(movielens.DISTRIBUTION),
     reason=f"MovieLens-100k is read from the {movielens.DISTRIBUTION}=={movielens.VERSION} wheel, which is not "
     f"installed (pip install --no-deps {movielens.DISTRIBUTION}=={movielens.VERSION})",
 )
@@ -41,7 +33,7 @@ def test_earlier_stats_count_and_average_only_earlier_rows_of_the_group():
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
-    if not _recbole_installed():
+    if not installed(movielens.DISTRIBUTION):
         pytest.skip(needs_movielens.kwargs["reason"])
     folder = str(tmp_path_factory.mktemp("movielens"))
     stats = movielens.prepare_movielens(folder, validation_fraction=0.2, num_train_files=2)
