@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -27,6 +26,7 @@ import time
 import numpy as np
 
 # Imported before pyarrow: the recap package sets Arrow's allocator policy as pyarrow loads.
+from tml.core.precision import cpu_model_and_flags
 from tml.projects.home.recap.data.config import RecapDataConfig
 from tml.projects.home.recap.data.dataset import RecapDataset
 from tml.projects.home.recap.data.generate_random_data import generate_random_data
@@ -39,15 +39,9 @@ KIND = {"float_list": "float", "int64_list": "int", "bytes_list": "byte"}
 
 
 def cpu_description() -> str:
-    try:
-        with open("/proc/cpuinfo") as stream:
-            lines = stream.read().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-        flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags"))
-        simd = [flag for flag in flags if flag.startswith(("avx", "sse4", "fma"))]
-        return f"{model}; {os.cpu_count()} cores; flags {' '.join(simd)}"
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
+    model, flags = cpu_model_and_flags()
+    simd = sorted(flag for flag in flags if flag.startswith(("avx", "sse4", "fma")))
+    return f"{model}; {os.cpu_count()} cores; flags {' '.join(simd)}"
 
 
 def make_config(pattern: str, schema_path: str) -> RecapDataConfig:

@@ -35,12 +35,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -55,15 +53,9 @@ SETTINGS = {  # name: (batch, in-batch negatives, uniform negatives, chunk size)
 
 
 def cpu_description() -> str:
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    from tml.core.precision import cpu_model_and_flags
+
+    model, flags = cpu_model_and_flags()
     wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
     return f"{model} flags={','.join(wanted) or 'none'} cpus={os.cpu_count()}"
 

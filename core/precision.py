@@ -43,7 +43,8 @@ class CpuBf16Support:
         )
 
 
-def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+def cpu_model_and_flags(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags (x86 `flags` or Arm `Features`), as /proc/cpuinfo lists them."""
     model, flags = platform.processor() or "unknown", set()
     try:
         with open(path) as cpuinfo:
@@ -70,7 +71,7 @@ def _torch_cpu_check(name: str) -> bool:
 
 
 def cpu_bf16_support(cpuinfo_path: str = "/proc/cpuinfo") -> CpuBf16Support:
-    model, flags = _cpuinfo(cpuinfo_path)
+    model, flags = cpu_model_and_flags(cpuinfo_path)
     return CpuBf16Support(
         model=model,
         flags=tuple(flag for flag in CPU_BF16_FLAGS if flag in flags),
