@@ -12,7 +12,7 @@ import dataclasses
 import itertools
 import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -24,6 +24,7 @@ from tml.common.checkpointing.save_dir import open_save_dir
 from tml.common.device import get_rank, get_world_size, is_chief
 from tml.common.entry_point import TrainingProgress, report_training_progress
 from tml.core.errors import TmlError
+from tml.core.evaluator_wait import EvaluatorWait
 from tml.core.finite_guard import (
     FiniteLossGuard,
     NonFiniteLossError,
@@ -274,6 +275,7 @@ def training_config_arguments(training: Any) -> dict[str, Any]:
         checkpoint_max_to_keep=training.checkpoint_max_to_keep,
         async_checkpointing=training.async_checkpointing,
         max_skipped_nonfinite_steps=getattr(training, "max_skipped_nonfinite_steps", 0),
+        eval_timeout_in_s=training.eval_timeout_in_s,
     )
 
 
@@ -297,6 +299,8 @@ def train(
     async_checkpointing: bool = False,
     max_skipped_nonfinite_steps: int = 0,
     overwrite_save_dir: bool = False,
+    wait_for_evaluators: Sequence[str] = (),
+    eval_timeout_in_s: float = 3600.0,
 ) -> TrainResult:
     """Train for exactly `train_steps` optimizer steps, resuming from the newest checkpoint.
 
@@ -306,6 +310,9 @@ def train(
     `max_skipped_nonfinite_steps` allows skipping it; a NaN/inf parameter is never checkpointed.
     Rank 0 holds `save_dir`'s lock for the whole run; `overwrite_save_dir` first deletes what earlier
     runs wrote there, only in a directory tml made (see common.checkpointing.save_dir).
+    With `wait_for_evaluators` (the sets a separate evaluator marks), each checkpoint is written only
+    once the previous one is marked evaluated, and training ends once the last one is, each wait
+    bounded by `eval_timeout_in_s` (see core.evaluator_wait).
     """
     save_dir_lock = open_save_dir(save_dir, overwrite=overwrite_save_dir)
     run_loggers = RunLoggers(save_dir)
@@ -318,6 +325,7 @@ def train(
         if scheduler is not None:
             state["scheduler"] = scheduler
         checkpoints = CheckpointManager(save_dir, max_to_keep=checkpoint_max_to_keep, async_save=async_checkpointing)
+        evaluators = EvaluatorWait(wait_for_evaluators, eval_timeout_in_s)
 
         latest = checkpoints.latest()
         if latest is not None and checkpoints.step_of(latest) >= train_steps:
@@ -395,6 +403,7 @@ def train(
                 average_buffers_across_ranks(model)
             if is_checkpoint_step:
                 check_finite_state(model, step)
+                evaluators.for_latest(checkpoints)
                 checkpoints.save(step, state)
             if is_eval_step:
                 runner.detach()
@@ -402,8 +411,10 @@ def train(
         if train_state.step > start_step and train_state.step % checkpoint_frequency != 0 and train_state.step != train_steps:
             average_buffers_across_ranks(model)
             check_finite_state(model, train_state.step)
+            evaluators.for_latest(checkpoints)
             checkpoints.save(train_state.step, state)  # the data ended early: keep what was trained
         checkpoints.wait()  # the last checkpoint is published before train returns
+        evaluators.for_latest(checkpoints)
         runner.detach()  # callers may call the model directly again
         train_logger.close()
         return TrainResult(train_state.step - start_step, train_state.step, last_loss, eval_results)

@@ -57,7 +57,17 @@ class TrainingConfig(BaseConfig):
         5000, description="Evaluate (and log the metrics) every this many training steps."
     )
     eval_timeout_in_s: PositiveFloat = pydantic.Field(
-        3600.0, description="A separate evaluator gives up after waiting this long for a new checkpoint."
+        3600.0,
+        description="A separate evaluator gives up after waiting this long for a new checkpoint (and a "
+        "trainer with wait_for_evaluators after waiting this long for the evaluator).",
+    )
+    wait_for_evaluators: bool = pydantic.Field(
+        False,
+        description="With --mode train beside a separate evaluator (--mode evaluate): write each "
+        "checkpoint only once the evaluator has marked the previous one done for every validation set, "
+        "and finish once it has marked the last one, so every checkpoint is evaluated and "
+        "checkpoint_max_to_keep never deletes one it has not read. Each wait is bounded by "
+        "eval_timeout_in_s; after a timeout the trainer stops waiting.",
     )
     gradient_accumulation: Optional[int] = pydantic.Field(
         None, ge=1, description="Accumulate gradients over this many batches per optimizer step; None = 1."

@@ -23,6 +23,7 @@ from tml.common.modules.embedding.pretrained import load_pretrained_tables
 from tml.common.sharding import maybe_shard_model
 from tml.core import custom_training_loop as ctl
 from tml.core.config import ConfigError
+from tml.core.evaluator_wait import evaluator_sets
 from tml.core.optimizers import apply_embedding_optimizers
 from tml.core.summary import format_scalars, tensorboard_command
 from tml.ml_logging.torch_logging import logging
@@ -107,6 +108,8 @@ def run(
     if mode == "evaluate":
         return evaluate_checkpoints(config, device)
     training = config.training
+    # The trainer of a trainer + evaluator pair waits for the evaluator's mark on the validation set.
+    awaited_sets = evaluator_sets(training.wait_for_evaluators, mode, [VALIDATION] if config.validation_data else [])
     train_dataset: EdgesDataset = create_dataset(config.train_data, config.model)
     model, optimizer, scheduler = build_model_and_optimizer(config, device)
     logging.info(
@@ -123,6 +126,7 @@ def run(
         enable_amp=config.runtime.enable_amp,
         scheduler=scheduler,
         tables_to_log=config.model.embeddings.tables_to_log,
+        wait_for_evaluators=awaited_sets,
     )
     if config.validation_data is None or mode == "train":
         ctl.train(**train_arguments)

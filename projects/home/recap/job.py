@@ -20,6 +20,7 @@ from tml.common.sharding import maybe_shard_model
 from tml.core import custom_training_loop as ctl
 from tml.core import debug_training_loop
 from tml.core.config import ConfigError, load_config_from_yaml
+from tml.core.evaluator_wait import evaluator_sets
 from tml.core.optimizers import apply_embedding_optimizers
 from tml.core.summary import tensorboard_command
 from tml.ml_logging.torch_logging import logging
@@ -173,6 +174,8 @@ def run(
     if mode == "evaluate":
         return evaluate_checkpoints(config, device)
     training = config.training
+    # The trainer of a trainer + evaluator pair waits for the evaluator's marks on these sets.
+    awaited_sets = [] if debug_loop else evaluator_sets(training.wait_for_evaluators, mode, config.validation_data or {})
     train_dataset, validation_datasets = build_datasets(config)
     if mode == "train":
         validation_datasets = {}  # a separate evaluator (--mode evaluate) follows the checkpoints
@@ -203,6 +206,7 @@ def run(
             enable_amp=enable_amp,
             scheduler=scheduler,
             tables_to_log=large.tables_to_log if large is not None else None,
+            wait_for_evaluators=awaited_sets,
         )
         if validation_datasets:
             result = ctl.train_and_evaluate(

@@ -26,6 +26,7 @@ def test_training_defaults_match_the_original():
         "num_epochs": 1,
         "async_checkpointing": False,  # ours: the original always snapshotted asynchronously
         "max_skipped_nonfinite_steps": 0,  # ours: the original trained on through NaN
+        "wait_for_evaluators": False,  # ours: the original had the function but no setting or caller
     }
     assert isinstance(TrainingConfig().eval_timeout_in_s, float)
 

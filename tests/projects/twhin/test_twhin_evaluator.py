@@ -31,8 +31,12 @@ def test_train_then_evaluate_the_checkpoints(tmp_path, capsys):
                 "training.num_train_steps=4", "training.checkpoint_every_n=2", "training.train_log_every_n=2",
                 "training.eval_timeout_in_s=5"]
     arguments = ["--config_yaml_path", LOCAL, "--save_dir", save_dir] + [a for s in settings for a in ("--set", s)]
-    assert main(arguments + ["--mode", "train"]) == 0
-    assert "eval validation" not in capsys.readouterr().out
+    # No evaluator runs beside this trainer: it waits for one once (0.5 s), warns, and goes on.
+    waiting = ["--set", "training.wait_for_evaluators=true", "--set", "training.eval_timeout_in_s=0.5"]
+    assert main(arguments + waiting + ["--mode", "train"]) == 0
+    captured = capsys.readouterr()
+    assert "eval validation" not in captured.out
+    assert (captured.out + captured.err).count("no evaluator marked") == 1
     assert main(arguments + ["--mode", "evaluate"]) == 0
     output = capsys.readouterr().out
     assert "evaluated the last checkpoint (step 4 of 4)" in output

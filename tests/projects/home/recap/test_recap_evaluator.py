@@ -1,6 +1,8 @@
 """The separate evaluator: a trainer (`--mode train`) and an evaluator (`--mode evaluate`) run side
 by side as two processes; the evaluator evaluates new checkpoints once each, logs their metrics at
-their steps, marks them and stops after the last one. Alone, it stops after eval_timeout_in_s."""
+their steps, marks them and stops after the last one; the trainer (training.wait_for_evaluators)
+waits for those marks, so every checkpoint is evaluated. Alone, the evaluator stops after
+eval_timeout_in_s."""
 from __future__ import annotations
 
 import os
@@ -66,7 +68,10 @@ def test_trainer_and_evaluator_side_by_side(home, tmp_path):
     save_dir = tmp_path / "run"
     evaluator = subprocess.Popen(_command(save_dir, "evaluate"), env=_env(home), stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
-    trainer = subprocess.run(_command(save_dir, "train"), env=_env(home), capture_output=True, text=True, timeout=240)
+    # The trainer waits for the evaluator's marks, so pruning (max_to_keep=1) loses no checkpoint to it.
+    trainer_settings = ("training.wait_for_evaluators=true", "training.checkpoint_max_to_keep=1")
+    trainer = subprocess.run(_command(save_dir, "train", *trainer_settings), env=_env(home), capture_output=True,
+                             text=True, timeout=240)
     assert trainer.returncode == 0, trainer.stdout[-3000:] + trainer.stderr[-3000:]
     output, _ = evaluator.communicate(timeout=240)
     assert evaluator.returncode == 0, output[-4000:]
@@ -76,11 +81,11 @@ def test_trainer_and_evaluator_side_by_side(home, tmp_path):
     tensorboard = save_dir / "tensorboard"
     task = "recap.engagement.is_favorited"
     evaluated = _steps(tensorboard / "eval_validation", f"auroc/{task}")
-    assert evaluated[-1] == 6 and evaluated == sorted(set(evaluated))  # each checkpoint at most once
-    assert set(evaluated) <= {2, 4, 6}
-    for step in evaluated:
-        for name in SETS:
-            assert (save_dir / str(step) / "evaled_by" / f"{name}_DONE").exists()
+    assert evaluated == [2, 4, 6]  # every checkpoint, once each
+    assert sorted(p.name for p in save_dir.iterdir() if p.name.isdigit()) == ["6"]  # 2 and 4 pruned after
+    for name in SETS:
+        assert (save_dir / "6" / "evaled_by" / f"{name}_DONE").exists()
+    assert "waiting for the evaluator to finish" in trainer.stdout + trainer.stderr
     assert _steps(tensorboard / "eval_recap.engagement.is_replied", "auroc/recap.engagement.is_replied") == evaluated
     assert "Evaluation of step 6:" in output and "validation set 'validation'" in output
 
