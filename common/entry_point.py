@@ -304,6 +304,24 @@ def _print_error(prefix: str, error: BaseException) -> None:
     print(f"{prefix}{_describe(error)}", file=sys.stderr)
 
 
+def library_attributes(library: str) -> Callable[[str], Any]:
+    """A module `__getattr__` serving the names of `library`, imported on first use.
+
+    A command whose module is also a library's public name (`from tml.projects.home.recap.score
+    import score_candidates`) keeps its code in `library` and sets `__getattr__ =
+    library_attributes(...)`: `--help` then needs none of the library's torch imports.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name.startswith("__"):  # probes for __path__, __wrapped__, ...: not the library's
+            raise AttributeError(name)
+        import importlib
+
+        return getattr(importlib.import_module(library), name)
+
+    return __getattr__
+
+
 def run_command(
     parser: argparse.ArgumentParser,
     main: Callable[[argparse.Namespace], Optional[int]],
