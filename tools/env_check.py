@@ -1,12 +1,16 @@
 """Smoke check run at the end of ./setup.sh: versions, device, and one sharded embedding forward.
 
-Run it by hand with `python -m tml.tools.env_check` when an install looks suspicious.
+Run it by hand with `python -m tml.tools.env_check` when an install looks suspicious; it exits 1
+when the sharded forward fails.
 """
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import sys
 import warnings
+
+from tml.common.entry_point import command_parser, run_command
 
 
 def _version(distribution: str) -> str:
@@ -47,7 +51,11 @@ def _sharded_embedding_forward() -> str:
         teardown()
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    return command_parser(__doc__, config="none")
+
+
+def main(args: argparse.Namespace | None = None) -> int:
     import torch
 
     import tml
@@ -69,4 +77,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(build_parser(), main)

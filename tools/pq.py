@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tml.common import parquet
+from tml.common.entry_point import CommandError, call_command, command_parser, run_command
 from tml.common.parquet import list_parquet_files
 from tml.core.errors import DataError
 
@@ -34,8 +35,8 @@ DISTINCT_VALUES_SHOWN = 50
 READ_BUFFER_BYTES = 1 << 20
 
 
-class PqError(Exception):
-    """A problem with the user's input; printed without a traceback."""
+class PqError(CommandError):
+    """A problem with the user's input; printed as `error: ...` without a traceback (exit 1)."""
 
 
 # ----------------------------------------------------------------------------- files
@@ -309,10 +310,7 @@ def _positive_float(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m tml.tools.pq",
-        description="Inspect Parquet files: schema, first rows, distinct values, row counts.",
-    )
+    parser = command_parser("Inspect Parquet files: schema, first rows, distinct values, row counts.", config="none")
     parser.add_argument("path", help="a file, a glob, a directory, or an fsspec URL such as gs://bucket/data/*.parquet")
     parser.add_argument(
         "command",
@@ -335,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> list[str]:
+def report(args: argparse.Namespace) -> list[str]:
+    """The lines the command prints."""
     files = resolve_files(args.path)
     columns = parse_columns(args.columns)
     num = args.num if args.num is not None else DEFAULT_NUM.get(args.command, 0)
@@ -349,16 +348,11 @@ def run(args: argparse.Namespace) -> list[str]:
     return command_distinct(files, columns, num, max_bytes)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def run(args: argparse.Namespace) -> int:
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_request:  # --help, or a usage error argparse has already printed
-        return int(exit_request.code or 0)
-    try:
-        lines = run(args)
-    except (PqError, OSError, ImportError) as error:  # OSError: e.g. a glob matched a directory
-        print(f"pq: error: {error}", file=sys.stderr)
-        return 1
+        lines = report(args)
+    except (OSError, ImportError) as error:  # e.g. a glob matched a directory, an fsspec extra is missing
+        raise PqError(str(error)) from None
     try:
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
@@ -366,9 +360,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         # Point stdout at /dev/null so the interpreter's final flush does not complain again.
         with contextlib.suppress(OSError, ValueError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The exit code (also the `tml-pq` console script's): 0, 1 for a bad path or column, 2 for a
+    bad command line (argparse has printed why)."""
+    try:
+        return call_command(build_parser(), run, argv)
+    except SystemExit as exit_request:  # --help, or a usage error argparse has already printed
+        return int(exit_request.code or 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run_command(build_parser(), run)

@@ -189,7 +189,7 @@ def test_remote_fsspec_path(capsys):
 def test_no_match_names_the_pattern(capsys, tmp_path):
     code, out, err = run_pq(capsys, tmp_path / "*.parquet", "schema")
     assert (code, out) == (1, [])
-    assert err == f"pq: error: no file matches the pattern '{tmp_path}/*.parquet'\n"
+    assert err == f"error: no file matches the pattern '{tmp_path}/*.parquet'\n"
 
 
 def test_glob_skips_bookkeeping_files_and_directories(capsys, data_dir):
@@ -197,7 +197,7 @@ def test_glob_skips_bookkeeping_files_and_directories(capsys, data_dir):
     assert code == 0 and out[-1].split() == ["total", "(2", "files)", "6", "3"]
     code, _, err = run_pq(capsys, data_dir / "_*", "count")
     assert code == 1
-    assert err == f"pq: error: only bookkeeping files (such as _SUCCESS) match the pattern '{data_dir}/_*'\n"
+    assert err == f"error: only bookkeeping files (such as _SUCCESS) match the pattern '{data_dir}/_*'\n"
     (data_dir / "subfolder").mkdir()
     code, out, _ = run_pq(capsys, data_dir / "*", "count")  # the one lister: data files only
     assert code == 0 and out[-1].split() == ["total", "(2", "files)", "6", "3"]
@@ -205,16 +205,16 @@ def test_glob_skips_bookkeeping_files_and_directories(capsys, data_dir):
 
 def test_missing_path_and_empty_directory(capsys, tmp_path):
     code, _, err = run_pq(capsys, tmp_path / "absent.parquet", "count")
-    assert code == 1 and err == f"pq: error: no such file or directory: '{tmp_path}/absent.parquet'\n"
+    assert code == 1 and err == f"error: no such file or directory: '{tmp_path}/absent.parquet'\n"
     code, _, err = run_pq(capsys, tmp_path, "count")
-    assert code == 1 and err == f"pq: error: no .parquet files under the directory '{tmp_path}'\n"
+    assert code == 1 and err == f"error: no .parquet files under the directory '{tmp_path}'\n"
 
 
 def test_unknown_column_is_named_with_the_available_ones(capsys, data_dir):
     code, out, err = run_pq(capsys, data_dir, "head", "--columns", "label,labl")
     assert (code, out) == (1, [])
     assert err == (
-        f"pq: error: unknown column 'labl' in '{data_dir}/part-0.parquet'; "
+        f"error: unknown column 'labl' in '{data_dir}/part-0.parquet'; "
         "available columns: label, score, name, embedding\n"
     )
 
@@ -223,13 +223,13 @@ def test_a_file_that_is_not_parquet(capsys, tmp_path):
     (tmp_path / "fake.parquet").write_text("just text, no footer")
     code, _, err = run_pq(capsys, tmp_path / "fake.parquet", "schema")
     assert code == 1
-    assert err.startswith(f"pq: error: '{tmp_path}/fake.parquet' is not a readable Parquet file: ")
+    assert err.startswith(f"error: '{tmp_path}/fake.parquet' is not a readable Parquet file: ")
 
 
 def test_reads_above_the_size_limit_are_refused(capsys, data_dir):
     code, out, err = run_pq(capsys, data_dir, "head", "--max-mb", "0.0001")
     assert (code, out) == (1, [])
-    assert "pq: error: reading 10 rows of 4 column(s) would decode at least" in err
+    assert "error: reading 10 rows of 4 column(s) would decode at least" in err
     assert "ask for fewer rows (--num) or columns (--columns), or raise --max-mb" in err
 
 
