@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import sys
 import time
@@ -146,18 +147,6 @@ def test_sigint_in_a_real_process_prints_two_lines_and_exits_130(tmp_path):
         "Interrupted at step 5 of 9; no checkpoint was written yet.", "Run the same command to start again."]
 
 
-def test_help_answers_without_importing_torch():
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c",
-         "import sys\nfrom tml.projects.home.recap.main import build_parser\nbuild_parser()\n"
-         "from tml.projects.twhin.run import build_parser\nbuild_parser()\nprint('torch' in sys.modules)"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert done.stdout.strip() == "False", done.stderr
-    assert time.perf_counter() - started < 30  # generous: the point is no torch import (seconds by itself)
-
-
 # Every command and the shared flags it must take: (module, config flags, run flags).
 COMMANDS = [
     ("tml.projects.home.recap.main", True, True),
@@ -169,18 +158,53 @@ COMMANDS = [
     ("tml.projects.home.recap.model.feature_statistics", True, False),
     ("tml.projects.home.recap.data.generate_random_data", True, False),
     ("tml.projects.home.recap.data.parquet_schema", True, False),
+    ("tml.projects.home.recap.scripts.own_table_calibration", False, False),
     ("tml.projects.twhin.data.generate_random_graph", True, False),
+    ("tml.projects.twhin.embeddings", False, False),  # subcommands; `export` takes --config_path
     ("tml.projects.home.recap.data.tfrecord_import", False, False),
     ("tml.projects.home.recap.scripts.prepare_movielens", False, False),
     ("tml.projects.twhin.scripts.prepare_nations", False, False),
     ("tml.projects.twhin.scripts.prepare_movielens", False, False),
+    ("tml.tools.pq", False, False),
+    ("tml.tools.env_check", False, False),
 ]
-# Commands whose --help must not import torch (seconds by itself). The others' modules are also
-# libraries that need torch at import (score, export, embeddings).
-LIGHT_COMMANDS = [module for module, _, _ in COMMANDS if module.rsplit(".", 1)[1] not in ("score", "export")]
+# Modules runnable with `python -m` that are not on the skeleton, and why.
+NOT_COMMANDS = {
+    "tml.common.launch": "torchrun itself: every argument is torchrun's",
+    # issue-16 moves these onto the skeleton; then they belong in COMMANDS.
+    "tml.projects.home.recap.scripts.movielens_compare": "pending (issue-16)",
+    "tml.projects.home.recap.scripts.movielens_retrieve_rank": "pending (issue-16)",
+    "tml.projects.home.recap.scripts.movielens_twhin_compare": "pending (issue-16)",
+    "tml.projects.home.recap.twhin_features": "pending (issue-16)",
+}
 
 
-@pytest.mark.parametrize(("module", "takes_config", "writes_run"), COMMANDS, ids=[c[0].split("tml.projects.")[1] for c in COMMANDS])
+MAIN_BLOCK = re.compile(r'^if __name__ == "__main__":', re.MULTILINE)
+
+
+def _runnable_modules() -> set[str]:
+    """Every module of the package with a `__main__` block (benchmarks are scripts, not commands)."""
+    import pathlib
+
+    import tml
+
+    root = pathlib.Path(tml.__file__).parent
+    found = set()
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root)
+        if relative.parts[0] in ("tests", "bench", ".venv", "build") or not MAIN_BLOCK.search(path.read_text()):
+            continue
+        found.add(".".join(("tml", *relative.with_suffix("").parts)))
+    return found
+
+
+def test_every_runnable_module_is_a_listed_command():
+    listed = {module for module, _, _ in COMMANDS}
+    assert _runnable_modules() - listed - set(NOT_COMMANDS) == set(), "add new commands to COMMANDS"
+    assert listed <= _runnable_modules()
+
+
+@pytest.mark.parametrize(("module", "takes_config", "writes_run"), COMMANDS, ids=[c[0][len("tml."):] for c in COMMANDS])
 def test_every_command_takes_the_common_flags(module, takes_config, writes_run):
     import importlib
 
@@ -201,11 +225,24 @@ def test_generators_take_overwrite():
         assert "--overwrite" in {option for action in parser._actions for option in action.option_strings}
 
 
-def test_light_commands_parse_their_arguments_without_importing_torch():
-    script = "\n".join(
-        ["import importlib, sys"]
-        + [f"importlib.import_module({module!r}).build_parser()" for module in LIGHT_COMMANDS]
-        + ["print(sorted(name for name in ('torch', 'torchrec') if name in sys.modules))"]
-    )
+def test_every_help_answers_without_importing_torch():
+    """`python -m <command> --help` for every command, in one process: usage printed, exit 0,
+    and neither torch nor torchrec imported (their import alone takes seconds)."""
+    script = "\n".join([
+        "import contextlib, io, runpy, sys",
+        f"for module in {[module for module, _, _ in COMMANDS]!r}:",
+        "    sys.argv = [module, '--help']",
+        "    out = io.StringIO()",
+        "    with contextlib.redirect_stdout(out):",
+        "        try:",
+        "            runpy.run_module(module, run_name='__main__', alter_sys=True)",
+        "        except SystemExit as done:",
+        "            assert done.code in (0, None), (module, done.code)",
+        "    assert out.getvalue().startswith('usage: python -m ' + module), (module, out.getvalue()[:200])",
+        "print(sorted(name for name in ('torch', 'torchrec') if name in sys.modules))",
+    ])
+    started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "[]", done.stderr
+    assert done.stdout.strip() == "[]", done.stdout[-2000:] + done.stderr[-2000:]
+    # Generous (a loaded 2-core machine): the point is no torch import, seconds by itself.
+    assert time.perf_counter() - started < 60
