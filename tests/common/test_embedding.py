@@ -73,6 +73,15 @@ def test_every_table_needs_an_optimizer_and_defaults_to_fp32():
         LargeEmbeddingsConfig(tables=[])
 
 
+def test_tables_to_log_must_name_tables():
+    config = LargeEmbeddingsConfig.model_validate(
+        {**yaml.safe_load(TWHIN_TABLES), "tables_to_log": ["user", "model.ebc.embedding_bags.tweet.weight"]}
+    )
+    assert config.tables_to_log == ["user", "model.ebc.embedding_bags.tweet.weight"]
+    with pytest.raises(pydantic.ValidationError, match=r"tables_to_log \['usr'\] name no table; give table names among \['user', 'tweet'\]"):
+        LargeEmbeddingsConfig.model_validate({**yaml.safe_load(TWHIN_TABLES), "tables_to_log": ["usr"]})
+
+
 def test_tables_are_built_on_the_meta_device_by_default_with_their_data_type():
     embeddings = LargeEmbeddings(_config(("a", 3, 4, "fp16"), ("b", 5, 8, "fp32")))
     weights = embeddings.state_dict()

@@ -94,4 +94,15 @@ class LargeEmbeddingsConfig(BaseConfig):
         without = [name for name, optimizer in self.table_optimizers().items() if optimizer is None]
         if without:
             raise ValueError(f"embedding tables {without} have no optimizer; give each table an `optimizer`.")
+        unknown = [entry for entry in self.tables_to_log or [] if not self._names_a_table(entry, names)]
+        if unknown:
+            # Checked here: a typo would otherwise stop training at its first log line.
+            raise ValueError(
+                f"tables_to_log {unknown} name no table; give table names among {names} (or the "
+                "state-dict key of a table's weight, ending in embedding_bags.<table>.weight)."
+            )
         return self
+
+    @staticmethod
+    def _names_a_table(entry: str, names: list[str]) -> bool:
+        return entry in names or any(entry.endswith(f"embedding_bags.{name}.weight") for name in names)

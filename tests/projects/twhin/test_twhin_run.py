@@ -5,12 +5,14 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from tml.common.checkpointing import get_checkpoints, load_model_weights, step_from_checkpoint
 from tml.core.config import ConfigError
 from tml.projects.twhin.data.generate_random_graph import write_random_graph
+from tml.projects.twhin.embeddings import load_table
 from tml.projects.twhin.metrics import LinkPredictionEvaluator
 from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
 from tml.common.entry_point import clear_save_dir, load_command_config
@@ -19,6 +21,7 @@ from tml.projects.twhin.run import build_parser
 from twhin_helpers import CONFIG_DIR, REPO_ROOT
 
 LOCAL = str(CONFIG_DIR / "local.yaml")
+LOG_TABLE_NORMS = ["--set", "model.embeddings.tables_to_log=[user, tweet]"]
 TABLES = {"user": 1000, "tweet": 500}  # as in local.yaml
 RELATIONS = [(name, "user", "tweet") for name in ("fav", "reply", "retweet", "magic_recs")]
 
@@ -68,10 +71,14 @@ def load_config(args) -> TwhinConfig:
     return load_command_config(TwhinConfig, args)
 
 
+def mean_row_norm(table: np.ndarray) -> float:
+    return float(np.linalg.norm(table.astype(np.float64), axis=1).mean())
+
+
 def test_single_process_run_writes_checkpoints_and_metrics(graph, tmp_path):
     save_dir = str(tmp_path / "model")
     result = run_entry_point([sys.executable], ["--config_yaml_path", LOCAL, "--save_dir", save_dir,
-                                                *overrides(graph, 20)], timeout_s=120)
+                                                *overrides(graph, 20), *LOG_TABLE_NORMS], timeout_s=120)
     assert [step_from_checkpoint(c) for c in get_checkpoints(save_dir)] == [10, 20]
     metrics = scalars(save_dir, "eval_validation")
     for tag in ("AUC", "filtered/mrr", "filtered/mrr_tail", "filtered/mrr_head", "filtered/hits@1", "filtered/hits@10"):
@@ -79,11 +86,18 @@ def test_single_process_run_writes_checkpoints_and_metrics(graph, tmp_path):
     assert 0 < metrics["filtered/mrr"][-1][1] <= 1 and 0.0 <= metrics["AUC"][-1][1] <= 1.0
     assert [step for step, _ in scalars(save_dir, "train")["loss"]] == [10, 20]
     assert "eval validation @ step 20: AUC=" in result.stdout and "filtered/hits@10=" in result.stdout
+    # embeddings.tables_to_log: each table's mean row norm, logged with the loss, equals the one
+    # computed from the checkpoint of the same step.
+    train = scalars(save_dir, "train")
+    for table in TABLES:
+        assert [step for step, _ in train[f"{table}-norm-0"]] == [10, 20]
+        assert train[f"{table}-norm-0"][-1][1] == pytest.approx(mean_row_norm(load_table(save_dir, table)), rel=1e-5)
+    assert train["user-norm-0"][0][1] != train["user-norm-0"][1][1]  # the table trained in between
 
 
 def test_two_process_torchrun_logs_the_metrics_of_its_checkpoint(graph, tmp_path):
     save_dir = str(tmp_path / "model")
-    arguments = ["--config_yaml_path", LOCAL, "--save_dir", save_dir, *overrides(graph, 10)]
+    arguments = ["--config_yaml_path", LOCAL, "--save_dir", save_dir, *overrides(graph, 10), *LOG_TABLE_NORMS]
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     run_entry_point(launcher, arguments, timeout_s=150)
     assert [step_from_checkpoint(c) for c in get_checkpoints(save_dir)] == [5, 10]
@@ -97,6 +111,13 @@ def test_two_process_torchrun_logs_the_metrics_of_its_checkpoint(graph, tmp_path
     for name in ("mrr", "hits@1", "hits@10", "mrr_head", "mrr_tail"):
         step, value = logged[f"filtered/{name}"]
         assert step == 10 and value == pytest.approx(again[name], abs=1e-6), name
+    # Row-wise sharded tables: each rank logs the mean norm of its own half of the rows.
+    train = scalars(save_dir, "train")
+    for table, rows in TABLES.items():
+        weights = load_table(save_dir, table)
+        for rank, part in enumerate((weights[: rows // 2], weights[rows // 2:])):
+            step, value = train[f"{table}-norm-{rank}"][-1]
+            assert step == 10 and value == pytest.approx(mean_row_norm(part), rel=1e-5), (table, rank)
 
 
 def test_save_dir_comes_from_the_config_unless_the_flag_overrides_it(monkeypatch):

@@ -21,7 +21,8 @@ ROWS, DIM = 1_000_000, 4  # the random data draws ids below 1,000,000 (checked a
 def _tables(uri: str) -> str:
     table = (f"{{name: meta__tweet_id, num_embeddings: {ROWS}, embedding_dim: {DIM}, "
              f"pretrained: {{emb_name: tweet, embedding_snapshot_uri: '{uri}'}}}}")
-    return f"model.large_embeddings={{tables: [{table}], optimizer: {{init_learning_rate: 0.1}}}}"
+    return (f"model.large_embeddings={{tables: [{table}], optimizer: {{init_learning_rate: 0.1}}, "
+            "tables_to_log: [meta__tweet_id]}")
 
 
 @pytest.fixture
@@ -62,6 +63,12 @@ def test_large_table_starts_from_exported_vectors(recap_home, capsys):
     # Two batches of 16 random tweet ids (of ~1e9 possible, hashed into the table) almost surely miss
     # rows 100-149, whose pretrained values SGD then leaves as they were.
     torch.testing.assert_close(state[key][100:150], torch.from_numpy(vectors), rtol=0, atol=0)
+    # tables_to_log: the table's mean row norm at the last step, as the checkpoint of that step has it.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(save_dir / "tensorboard" / "train")).Reload()
+    ((step, logged),) = [(e.step, e.value) for e in events.Scalars("meta__tweet_id-norm-0")]
+    assert step == 2 and logged == pytest.approx(state[key].double().norm(dim=1).mean().item(), rel=1e-5)
 
 
 def test_width_mismatch_stops_the_job_naming_both(recap_home, capsys):
