@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import torch
 import torch.distributed as dist
@@ -86,12 +86,16 @@ class CpuRowWiseEmbeddingBagCollectionSharder(EmbeddingBagCollectionSharder):
         return super().sharding_types(compute_device_type)
 
 
-def get_sharders(device: torch.device) -> list[ModuleSharder[nn.Module]]:
-    """torchrec's default sharders, with the EmbeddingBagCollection one allowing row-wise on CPU."""
+def get_sharders(
+    device: torch.device, fused_params: Optional[Mapping[str, Any]] = None
+) -> list[ModuleSharder[nn.Module]]:
+    """torchrec's default sharders, with the EmbeddingBagCollection one allowing row-wise on CPU and
+    taking `fused_params` (torchrec's kernel options for every table, e.g. `use_one_tbe_per_table`;
+    see `tml.core.optimizers.sharder_fused_params`)."""
     sharders: list[ModuleSharder[nn.Module]] = []
     for sharder in get_default_sharders():
         if type(sharder) is EmbeddingBagCollectionSharder:
-            sharder = CpuRowWiseEmbeddingBagCollectionSharder()
+            sharder = CpuRowWiseEmbeddingBagCollectionSharder(fused_params=dict(fused_params) if fused_params else None)
         sharders.append(sharder)
     return sharders
 
@@ -143,18 +147,20 @@ def maybe_shard_model(
     sharding_constraints: Optional[Mapping[str, TableShardingConfig]] = None,
     process_group: Optional[dist.ProcessGroup] = None,
     sharders: Optional[list[ModuleSharder[nn.Module]]] = None,
+    fused_params: Optional[Mapping[str, Any]] = None,
 ) -> nn.Module:
     """Wrap `model` in DistributedModelParallel when a process group is initialised.
 
     Without one the model is returned unchanged (evaluation, export). The plan is computed on rank 0
     and broadcast, so all ranks shard identically. `model` may live on the meta device: DMP
-    materialises each table only where it is placed.
+    materialises each table only where it is placed. `fused_params` go to the embedding sharder:
+    pass what `tml.core.optimizers.apply_embedding_optimizers` returned (ignored with `sharders`).
     """
     if not (dist.is_available() and dist.is_initialized()):
         return model
     group = process_group or dist.group.WORLD
     world_size = dist.get_world_size(group)
-    sharders = sharders if sharders is not None else get_sharders(device)
+    sharders = sharders if sharders is not None else get_sharders(device, fused_params)
     untrained = _tables_without_embedding_optimizer(model)
     if untrained:
         logging.warning(

@@ -17,6 +17,7 @@ from tml.core.optimizers.config import (
 from tml.core.optimizers.embedding import (
     apply_embedding_optimizers,
     get_embedding_optimizer,
+    sharder_fused_params,
     table_of_parameter,
 )
 from tml.core.optimizers.optimizer import (
@@ -50,6 +51,7 @@ __all__ = [
     "get_optimizer_class",
     "leaf_optimizers",
     "param_group_names",
+    "sharder_fused_params",
     "table_key",
     "table_of_parameter",
 ]

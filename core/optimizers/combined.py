@@ -114,7 +114,8 @@ def _fused_schedules(
         if len(schedules) > 1:
             raise ValueError(
                 f"tables {tables} share one fused kernel but have different LR schedules; attach their "
-                "optimizers with tml.core.optimizers.apply_embedding_optimizers (one kernel per table then)."
+                "optimizers with tml.core.optimizers.apply_embedding_optimizers and pass the fused params it returns "
+                "to tml.common.sharding.maybe_shard_model (one kernel per table then)."
             )
         for group in leaf.param_groups:
             schedule_of_group[id(group)] = table_schedules[tables[0]]

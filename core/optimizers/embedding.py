@@ -31,9 +31,10 @@ _FUSED_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
 
 # torchrec fuses tables with equal optimizer settings into one kernel, which then has ONE learning
 # rate. Tables that share settings and schedule keep sharing a kernel (one per step is cheaper than
-# two); where settings are equal but schedules differ, this fused param gives each table its own
-# kernel (its own param group), so each follows its schedule.
-_ONE_KERNEL_PER_TABLE = "use_one_tbe_per_table"
+# two); where settings are equal but schedules differ, the embedding sharder gets torchrec's public
+# fused param `use_one_tbe_per_table`, so every table gets its own kernel (its own param group) and
+# each follows its schedule.
+ONE_KERNEL_PER_TABLE: dict[str, Any] = {"use_one_tbe_per_table": True}
 
 _TABLE_WEIGHT = re.compile(r"(?:^|\.)embedding_bags\.([^.]+)\.weight$")
 
@@ -62,14 +63,29 @@ def _tables(model: nn.Module) -> dict[str, list[nn.Parameter]]:
     return tables
 
 
+def sharder_fused_params(table_optimizers: Mapping[str, EmbeddingOptimizerConfig]) -> dict[str, Any]:
+    """Fused params for the embedding sharder (`maybe_shard_model(fused_params=...)`) so that every
+    table's kernel follows its table's schedule: `ONE_KERNEL_PER_TABLE` where tables with equal
+    optimizer settings have different schedules, else none."""
+    schedules: dict[str, set[str]] = {}
+    for config in table_optimizers.values():
+        optimizer_class, kwargs = get_embedding_optimizer(config)
+        settings = f"{optimizer_class.__name__}{sorted(kwargs.items())}"  # what torchrec groups kernels by
+        schedules.setdefault(settings, set()).add(get_learning_rate(config).model_dump_json())
+    return dict(ONE_KERNEL_PER_TABLE) if any(len(found) > 1 for found in schedules.values()) else {}
+
+
 def apply_embedding_optimizers(
     model: nn.Module, table_optimizers: Mapping[str, EmbeddingOptimizerConfig]
-) -> None:
-    """Give every embedding table of `model` its optimizer, applied in backward.
+) -> dict[str, Any]:
+    """Give every embedding table of `model` its optimizer, applied in backward; returns the fused
+    params to shard it with (`sharder_fused_params`).
 
-    Call before sharding with DistributedModelParallel: DMP then fuses it into the table's kernel,
+    Call before sharding with DistributedModelParallel, passing the returned fused params to
+    `tml.common.sharding.maybe_shard_model`: DMP then fuses each optimizer into its table's kernel,
     and `build_combined_optimizer` puts that fused optimizer, with each table's schedule, into the
-    optimizer the loop steps. Every table needs an entry and every entry a table.
+    optimizer the loop steps (it refuses tables whose schedules differ but share a kernel). Every
+    table needs an entry and every entry a table.
     """
     tables = _tables(model)
     unknown = sorted(set(table_optimizers) - set(tables))
@@ -79,19 +95,7 @@ def apply_embedding_optimizers(
             f"embedding optimizers and tables differ: tables without an optimizer {missing}, "
             f"optimizers for tables the model lacks {unknown}; the model's tables are {sorted(tables)}."
         )
-    optimizers = {name: get_embedding_optimizer(config) for name, config in table_optimizers.items()}
-
-    def settings(name: str) -> str:  # what torchrec groups kernels by
-        optimizer_class, kwargs = optimizers[name]
-        return f"{optimizer_class.__name__}{sorted(kwargs.items())}"
-
-    schedules: dict[str, set[str]] = {}
-    for name, config in table_optimizers.items():
-        schedules.setdefault(settings(name), set()).add(get_learning_rate(config).model_dump_json())
     for name, params in tables.items():
-        optimizer_class, kwargs = optimizers[name]
+        optimizer_class, kwargs = get_embedding_optimizer(table_optimizers[name])
         apply_optimizer_in_backward(optimizer_class, params, kwargs)
-        if len(schedules[settings(name)]) > 1:
-            for param in params:
-                for fused_kwargs in param._optimizer_kwargs:
-                    fused_kwargs[_ONE_KERNEL_PER_TABLE] = True
+    return sharder_fused_params(table_optimizers)

@@ -42,8 +42,10 @@ def build_model_and_optimizer(config: TwhinConfig, device: torch.device) -> tupl
     """The sharded model-and-loss, its combined optimizer and the LR scheduler driving every group."""
     torch.manual_seed(config.train_data.seed)  # the relation vectors' init; tables are built by DMP
     model = TwhinModel(config.model)  # tables on the meta device: each is allocated where it is placed
-    apply_embedding_optimizers(model, config.model.embeddings.table_optimizers())
-    sharded = maybe_shard_model(TwhinModelAndLoss(model, F.binary_cross_entropy_with_logits), device)
+    fused_params = apply_embedding_optimizers(model, config.model.embeddings.table_optimizers())
+    sharded = maybe_shard_model(
+        TwhinModelAndLoss(model, F.binary_cross_entropy_with_logits), device, fused_params=fused_params
+    )
     load_pretrained_tables(sharded, config.model.embeddings.tables)  # a resumed run overwrites them
     optimizer, scheduler = build_optimizer(sharded, config.model)
     return sharded, optimizer, scheduler

@@ -52,7 +52,7 @@ def sharded_model(config: TwhinModelConfig, seed: int = 0):
     quiet_torchrec_warnings()
     torch.manual_seed(seed)
     model = TwhinModelAndLoss(TwhinModel(config))
-    apply_embedding_optimizers(model, config.embeddings.table_optimizers())
-    sharded = maybe_shard_model(model, torch.device("cpu"))
+    fused_params = apply_embedding_optimizers(model, config.embeddings.table_optimizers())
+    sharded = maybe_shard_model(model, torch.device("cpu"), fused_params=fused_params)
     optimizer, scheduler = build_optimizer(sharded, config)
     return sharded, optimizer, scheduler

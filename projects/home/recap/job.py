@@ -149,9 +149,8 @@ def build_model_and_optimizer(
         # Allocated only where the sharding plan places each table.
         embedding_device=torch.device("meta") if large is not None else None,
     )
-    if large is not None:
-        apply_embedding_optimizers(model, large.table_optimizers())
-    model = maybe_shard_model(model, device)
+    fused_params = apply_embedding_optimizers(model, large.table_optimizers()) if large is not None else None
+    model = maybe_shard_model(model, device, fused_params=fused_params)
     if large is not None:
         load_pretrained_tables(model, large.tables)  # tables with `pretrained`; a resumed run overwrites them
     optimizer, scheduler = recap_optimizer.build_optimizer(model, config.optimizer, large)

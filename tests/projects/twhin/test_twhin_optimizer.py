@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from tml.common.sharding import TableShardingConfig, maybe_shard_model, quiet_torchrec_warnings
@@ -51,6 +52,20 @@ def test_equal_settings_with_different_schedules_get_a_kernel_each(process_group
     model, optimizer, scheduler = sharded_model(config)
     assert len(optimizer.optimizers[0][1].param_groups) == 2
     assert len(optimizer.param_groups) == 3
+
+
+def test_the_kernel_split_comes_from_the_sharder_fused_params(process_group):
+    # No edit of what is attached to the tables: without the returned fused params, tables with equal
+    # settings share one kernel, and the combined optimizer refuses their different schedules.
+    quiet_torchrec_warnings()
+    config = model_config(table_schedules={"tweet": DROP_TO_ZERO_AT_STEP_1})
+    module = TwhinModelAndLoss(TwhinModel(config))
+    assert apply_embedding_optimizers(module, config.embeddings.table_optimizers()) == {"use_one_tbe_per_table": True}
+    model = maybe_shard_model(module, torch.device("cpu"))
+    with pytest.raises(ValueError, match="different LR schedules"):
+        build_optimizer(model, config)
+    same_schedule = model_config()
+    assert apply_embedding_optimizers(TwhinModel(same_schedule), same_schedule.embeddings.table_optimizers()) == {}
 
 
 def test_each_schedule_drives_its_group_from_the_next_step_on(process_group):
