@@ -83,3 +83,15 @@ class RecapConfig(BaseConfig):
     )
     optimizer: RecapOptimizerConfig
     which_metrics: Optional[str] = Field(None, description="Kept from the original; unused.")
+
+    @pydantic.field_validator("validation_data")
+    @classmethod
+    def _validation_sets_read_files(cls, sets: Dict[str, RecapDataConfig]) -> Dict[str, RecapDataConfig]:
+        # An evaluation needs the same complete pass every time; readers serve one endless stream.
+        remote = [name for name, data_config in sets.items() if data_config.remote_readers]
+        if remote:
+            raise ValueError(
+                f"validation sets {remote} set remote_readers: only train_data reads from remote readers; "
+                "validation sets are read from their files (remove remote_readers there)."
+            )
+        return sets

@@ -118,3 +118,12 @@ def test_repository_configs_data_sections_validate(name, monkeypatch):
     sections = load_data_sections(str(path))
     assert sections.train_data.tasks and sections.validation_data
     assert os.path.exists(sections.train_data.seg_dense_schema.schema_path)
+
+
+def test_only_train_data_reads_from_remote_readers():
+    from tml.projects.home.recap.config import RecapConfig
+
+    with_readers = {**BASE, "remote_readers": ["127.0.0.1:2222"]}
+    with pytest.raises(pydantic.ValidationError, match=r"validation sets \['heldout'\] set remote_readers: only train_data"):
+        RecapConfig.model_validate({"model": {}, "train_data": BASE, "optimizer": {},
+                                    "validation_data": {"heldout": with_readers}})
