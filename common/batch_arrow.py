@@ -1,16 +1,19 @@
 """Dataclass batches <-> Arrow record batches, for sending ready batches between processes.
 
-One Arrow row per example. A tensor field of shape [B, *rest] becomes a fixed-size-list column of
-prod(rest) values (a plain column when rest is empty); a KeyedJaggedTensor becomes one list<int64>
-column per key (`<field>/<key>`); tensors that are not per-example (e.g. the [0, 0] placeholder of
-an absent embedding) and non-tensor fields travel in the schema's metadata. bfloat16 has no Arrow
-type: it travels as its 16-bit pattern and is restored. Decoding is zero-copy where Arrow allows.
+One Arrow row per batch, so that nothing has to be per-example: a tensor field of any shape is a
+list cell of its flat values plus a `<field>/shape` cell; a KeyedJaggedTensor (any stride, e.g.
+TwHIN's padded lookups) is `<field>/keys`, `<field>/lengths`, `<field>/values` and `<field>/stride`
+cells; every other field (None, plain values, small dataclasses such as TwHIN's ChunkLayout) goes as
+JSON in one `_values` cell. All of a batch's parts travel in its columns, since a Flight stream sends
+the schema (and its metadata) once: the schema only names each tensor field's dtype. bfloat16 has no
+Arrow type: it travels as its 16-bit pattern and is restored. Decoding is zero-copy where Arrow allows.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Optional
+import typing
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,101 +21,112 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 _METADATA_KEY = b"tml.batch"
+_VALUES = "_values"
 
 
-def _array(tensor: torch.Tensor) -> pa.Array:
-    flat = tensor.detach().contiguous().reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.detach()
+def _cell(values: np.ndarray) -> pa.ListArray:
+    """A one-row list column holding `values`."""
+    return pa.ListArray.from_arrays(pa.array([0, len(values)], type=pa.int32()), pa.array(values))
+
+
+def _tensor_columns(name: str, tensor: torch.Tensor) -> dict[str, pa.Array]:
+    flat = tensor.detach().contiguous().reshape(-1)
     if tensor.dtype == torch.bfloat16:
         flat = flat.view(torch.int16)
-    values = pa.array(flat.reshape(-1).numpy())
-    if tensor.dim() <= 1:
-        return values
-    return pa.FixedSizeListArray.from_arrays(values, flat.shape[1])
+    return {name: _cell(flat.numpy()), f"{name}/shape": _cell(np.asarray(tensor.shape, dtype=np.int64))}
 
 
-def _jagged_arrays(kjt: KeyedJaggedTensor, rows: int) -> dict[str, pa.Array]:
+def _jagged_columns(name: str, kjt: KeyedJaggedTensor) -> dict[str, pa.Array]:
     if kjt.weights_or_none() is not None:
-        raise ValueError("weighted KeyedJaggedTensors are not supported by the Arrow batch codec")
-    columns = {}
-    for key, jagged in kjt.to_dict().items():
-        lengths = jagged.lengths().to(torch.int64).numpy()
-        if len(lengths) != rows:
-            raise ValueError(f"sparse key '{key}' has {len(lengths)} rows; expected {rows}")
-        offsets = np.zeros(rows + 1, dtype=np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        columns[key] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(jagged.values().to(torch.int64).numpy()))
-    return columns
+        raise ValueError(f"field '{name}': weighted KeyedJaggedTensors are not supported by the Arrow batch codec")
+    return {
+        f"{name}/keys": pa.array([list(kjt.keys())], type=pa.list_(pa.string())),
+        f"{name}/lengths": _cell(kjt.lengths().to(torch.int32).numpy()),
+        f"{name}/values": _cell(kjt.values().to(torch.int64).numpy()),
+        f"{name}/stride": pa.array([kjt.stride()], type=pa.int64()),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-able form of a non-tensor field (dataclasses and tuples are restored on decoding)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {"dataclass": {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()},
+                "tuples": [k for k, v in fields.items() if isinstance(v, tuple)]}
+    if isinstance(value, tuple):
+        return {"tuple": list(value)}
+    return {"value": value}
 
 
 def batch_to_arrow(batch: Any) -> pa.RecordBatch:
-    """A dataclass batch as one record batch (see the module docstring for the layout)."""
-    rows = batch.batch_size
+    """A dataclass batch as a one-row record batch (see the module docstring for the layout)."""
     columns: dict[str, pa.Array] = {}
-    fields: dict[str, Any] = {}
+    kinds: dict[str, str] = {}
+    others: dict[str, Any] = {}
     for field in dataclasses.fields(batch):
         value = getattr(batch, field.name)
         if isinstance(value, KeyedJaggedTensor):
-            jagged = _jagged_arrays(value, rows)
-            columns.update({f"{field.name}/{key}": array for key, array in jagged.items()})
-            fields[field.name] = {"kind": "kjt", "keys": list(jagged), "stride": rows}
-        elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == rows and value.numel():
-            columns[field.name] = _array(value)
-            fields[field.name] = {"kind": "tensor", "dtype": str(value.dtype).removeprefix("torch."),
-                                  "shape": list(value.shape[1:])}
+            columns.update(_jagged_columns(field.name, value))
+            kinds[field.name] = "kjt"
         elif isinstance(value, torch.Tensor):
-            fields[field.name] = {"kind": "constant", "dtype": str(value.dtype).removeprefix("torch."),
-                                  "shape": list(value.shape), "values": value.reshape(-1).tolist()}
-        elif value is None:
-            fields[field.name] = {"kind": "none"}
+            columns.update(_tensor_columns(field.name, value))
+            kinds[field.name] = str(value.dtype).removeprefix("torch.")
         else:
-            fields[field.name] = {"kind": "json", "value": list(value) if isinstance(value, tuple) else value,
-                                  "tuple": isinstance(value, tuple)}
-    record_batch = pa.RecordBatch.from_pydict(columns) if columns else pa.RecordBatch.from_pydict({})
-    metadata = {_METADATA_KEY: json.dumps({"rows": rows, "fields": fields}).encode()}
-    return record_batch.replace_schema_metadata(metadata)
+            others[field.name] = _plain(value)
+    columns[_VALUES] = pa.array([json.dumps(others)], type=pa.string())
+    record_batch = pa.RecordBatch.from_pydict(columns)
+    return record_batch.replace_schema_metadata({_METADATA_KEY: json.dumps(kinds).encode()})
 
 
-def _tensor(column: pa.Array, dtype_name: str, shape: list[int]) -> torch.Tensor:
-    values = column.flatten() if pa.types.is_fixed_size_list(column.type) else column
-    array = values.to_numpy(zero_copy_only=False)
+def _flat(record_batch: pa.RecordBatch, column: str) -> np.ndarray:
+    return record_batch.column(column).flatten().to_numpy(zero_copy_only=False)
+
+
+def _tensor(record_batch: pa.RecordBatch, name: str, dtype_name: str) -> torch.Tensor:
+    array = _flat(record_batch, name)
     tensor = torch.from_numpy(np.array(array, copy=not array.flags.writeable))
     if dtype_name == "bfloat16":
         tensor = tensor.view(torch.bfloat16)
-    return tensor.reshape(len(column), *shape)
+    return tensor.reshape([int(size) for size in _flat(record_batch, f"{name}/shape")])
 
 
-def _kjt(record_batch: pa.RecordBatch, name: str, keys: list[str], stride: int) -> KeyedJaggedTensor:
-    values, lengths = [], []
-    for key in keys:
-        column = record_batch.column(f"{name}/{key}")
-        lengths.append(pa.compute.list_value_length(column).to_numpy(zero_copy_only=False).astype(np.int32))
-        values.append(column.flatten().to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
-    if not keys:
-        return KeyedJaggedTensor(keys=[], values=torch.empty(0, dtype=torch.int64),
-                                 lengths=torch.empty(0, dtype=torch.int32), stride=stride)
-    return KeyedJaggedTensor(keys=keys, values=torch.from_numpy(np.concatenate(values)),
-                             lengths=torch.from_numpy(np.concatenate(lengths)), stride=stride)
+def _kjt(record_batch: pa.RecordBatch, name: str) -> KeyedJaggedTensor:
+    keys = record_batch.column(f"{name}/keys")[0].as_py()
+    lengths = np.array(_flat(record_batch, f"{name}/lengths"), dtype=np.int32)
+    values = np.array(_flat(record_batch, f"{name}/values"), dtype=np.int64)
+    stride = record_batch.column(f"{name}/stride")[0].as_py()
+    return KeyedJaggedTensor(keys=keys, values=torch.from_numpy(values), lengths=torch.from_numpy(lengths),
+                             stride=stride)
+
+
+def _dataclass_type(batch_type: type, name: str) -> type:
+    annotation = typing.get_type_hints(batch_type)[name]
+    candidates = [annotation, *typing.get_args(annotation)]  # Optional[X] -> X
+    for candidate in candidates:
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    raise ValueError(f"field '{name}' of {batch_type.__name__} holds a dataclass but is annotated {annotation}")
+
+
+def _restore(batch_type: type, name: str, encoded: dict) -> Any:
+    if "dataclass" in encoded:
+        values = dict(encoded["dataclass"])
+        for key in encoded["tuples"]:
+            values[key] = tuple(values[key])
+        return _dataclass_type(batch_type, name)(**values)
+    if "tuple" in encoded:
+        return tuple(encoded["tuple"])
+    return encoded["value"]
 
 
 def arrow_to_batch(record_batch: pa.RecordBatch, batch_type: type) -> Any:
     """The `batch_type` instance that `batch_to_arrow` encoded."""
-    import pyarrow.compute  # noqa: F401  (pa.compute)
-
-    metadata: Optional[dict] = record_batch.schema.metadata
-    if not metadata or _METADATA_KEY not in metadata:
+    metadata = record_batch.schema.metadata
+    if not metadata or _METADATA_KEY not in metadata or record_batch.num_rows != 1:
         raise ValueError("this Arrow record batch was not written by tml's batch codec (no tml.batch metadata)")
-    layout = json.loads(metadata[_METADATA_KEY])
     values: dict[str, Any] = {}
-    for name, spec in layout["fields"].items():
-        kind = spec["kind"]
-        if kind == "tensor":
-            values[name] = _tensor(record_batch.column(name), spec["dtype"], spec["shape"])
-        elif kind == "kjt":
-            values[name] = _kjt(record_batch, name, spec["keys"], spec["stride"])
-        elif kind == "constant":
-            values[name] = torch.tensor(spec["values"], dtype=getattr(torch, spec["dtype"])).reshape(spec["shape"])
-        elif kind == "none":
-            values[name] = None
-        else:
-            values[name] = tuple(spec["value"]) if spec["tuple"] else spec["value"]
+    for name, kind in json.loads(metadata[_METADATA_KEY]).items():
+        values[name] = _kjt(record_batch, name) if kind == "kjt" else _tensor(record_batch, name, kind)
+    for name, encoded in json.loads(record_batch.column(_VALUES)[0].as_py()).items():
+        values[name] = _restore(batch_type, name, encoded)
     return batch_type(**values)

@@ -35,13 +35,14 @@ class RemoteRecapDataset(torch.utils.data.IterableDataset):
         self._element_spec: Optional[dict[str, Any]] = None
 
     def _decode(self, record_batch: Any) -> RecapBatch:
-        if record_batch.num_rows != self.batch_size:
+        batch = arrow_to_batch(record_batch, RecapBatch)
+        if batch.batch_size != self.batch_size:
             raise ValueError(
-                f"a reader sent a batch of {record_batch.num_rows} rows; this rank needs {self.batch_size} "
+                f"a reader sent a batch of {batch.batch_size} rows; this rank needs {self.batch_size} "
                 f"(global_batch_size / world size). Start the readers with --trainer_world_size equal to "
                 f"the trainers' world size."
             )
-        return arrow_to_batch(record_batch, RecapBatch)
+        return batch
 
     def __iter__(self) -> Iterator[RecapBatch]:
         if self._peeked is not None:  # go on with the connections the peek opened
