@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from pydantic import Field, PositiveInt
+from pydantic import Field, PositiveInt, field_validator
 
 from tml.core.config import BaseConfig
 from tml.core.config.training import RuntimeConfig, TrainingConfig
@@ -41,3 +41,14 @@ class TwhinConfig(BaseConfig):
         None, description="Edges to evaluate on (AUC and link prediction); None = no evaluation."
     )
     link_prediction: LinkPredictionConfig = LinkPredictionConfig()
+
+    @field_validator("validation_data")
+    @classmethod
+    def _validation_reads_files(cls, data: Optional[TwhinDataConfig]) -> Optional[TwhinDataConfig]:
+        # An evaluation needs the same complete pass each time; readers serve one endless stream.
+        if data is not None and data.remote_readers:
+            raise ValueError(
+                "only train_data reads from remote readers; validation edges are read from "
+                "validation_data.data_root (remove validation_data.remote_readers)."
+            )
+        return data

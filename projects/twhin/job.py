@@ -12,7 +12,7 @@ rank reads its own part of the Parquet edges.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,7 @@ from tml.ml_logging.torch_logging import logging
 from tml.projects.twhin.config import TwhinConfig
 from tml.projects.twhin.data.data import create_dataset
 from tml.projects.twhin.data.edges import EdgesDataset
+from tml.projects.twhin.data.remote import RemoteEdgesDataset
 from tml.projects.twhin.metrics import LinkPredictionEvaluator, create_metrics
 from tml.projects.twhin.models.models import TwhinModel, TwhinModelAndLoss
 from tml.projects.twhin.optimizer import build_optimizer
@@ -96,6 +97,22 @@ def evaluate_checkpoints(config: TwhinConfig, device: torch.device) -> dict[str,
     return by_step[last]
 
 
+def _training_batches(config: TwhinConfig) -> tuple[Iterable[Any], int]:
+    """(this rank's training batches, edges per batch): from the edge files, or from remote readers."""
+    data = config.train_data
+    if data.remote_readers:
+        remote = RemoteEdgesDataset(data, config.model)
+        logging.info(f"training batches of {remote.batch_size} edges from remote readers {remote.addresses}; "
+                     "training.num_epochs does not apply (the readers repeat their edges)")
+        return remote.dataloader(), remote.batch_size
+    dataset: EdgesDataset = create_dataset(data, config.model)
+    logging.info(
+        f"{dataset.num_edges} training edges, {len(dataset)} batches of "
+        f"{dataset.batch_size} per rank and epoch, {device_lib.get_world_size()} rank(s)"
+    )
+    return dataset.dataloader(num_epochs=config.training.num_epochs), dataset.batch_size
+
+
 def run(
     config: TwhinConfig, device: Optional[torch.device] = None, mode: Optional[str] = None
 ) -> dict[str, dict[str, float]]:
@@ -112,19 +129,15 @@ def run(
     training = config.training
     # The trainer of a trainer + evaluator pair waits for the evaluator's mark on the validation set.
     awaited_sets = evaluator_sets(training.wait_for_evaluators, mode, [VALIDATION] if config.validation_data else [])
-    train_dataset: EdgesDataset = create_dataset(config.train_data, config.model)
+    train_batches, batch_size = _training_batches(config)
     model, optimizer, scheduler = build_model_and_optimizer(config, device)
-    logging.info(
-        f"{train_dataset.num_edges} training edges, {len(train_dataset)} batches of "
-        f"{train_dataset.batch_size} per rank and epoch, {device_lib.get_world_size()} rank(s)"
-    )
     train_arguments: dict[str, Any] = dict(
         model=model,
         optimizer=optimizer,
         device=device,
         **ctl.training_config_arguments(training),
-        dataset=train_dataset.dataloader(num_epochs=training.num_epochs),
-        worker_batch_size=train_dataset.batch_size,
+        dataset=train_batches,
+        worker_batch_size=batch_size,
         enable_amp=config.runtime.enable_amp,
         scheduler=scheduler,
         tables_to_log=config.model.embeddings.tables_to_log,

@@ -1,7 +1,7 @@
 """Where a TwHIN job reads its edges, and how it batches and samples negatives for them."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional
 
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
@@ -54,6 +54,13 @@ class TwhinDataConfig(BaseConfig):
     rhs_column: str = Field("rhs", description="Column of right-hand node ids (row indices into the rhs table).")
     weight_column: str = Field(
         "weight", description="Column of edge weights, used when the files have it; otherwise every edge weighs 1."
+    )
+
+    remote_readers: Optional[List[str]] = Field(
+        None,
+        description="host:port of reader processes (tml.projects.twhin.data.flight_reader) serving this "
+        "config's ready edge batches over Arrow Flight; read round-robin instead of data_root, for "
+        "training.num_train_steps steps (the readers repeat their edges). train_data only.",
     )
 
     @model_validator(mode="after")
