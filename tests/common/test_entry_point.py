@@ -153,6 +153,7 @@ COMMANDS = [
     ("tml.projects.home.recap.data.from_table", False, False),  # makes a config, reads none
     ("tml.projects.home.recap.data.flight_reader", True, False),
     ("tml.projects.twhin.run", True, True),
+    ("tml.projects.twhin.data.flight_reader", True, False),
     ("tml.projects.home.recap.score", True, False),
     ("tml.projects.home.recap.export", True, False),
     ("tml.projects.home.recap.model.feature_statistics", True, False),
