@@ -147,6 +147,42 @@ def test_sigint_in_a_real_process_prints_two_lines_and_exits_130(tmp_path):
         "Interrupted at step 5 of 9; no checkpoint was written yet.", "Run the same command to start again."]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "tml.common.launch"])
+def test_ctrl_c_under_a_launcher(tmp_path, launcher):
+    """Ctrl-C (SIGINT to the whole process group) of a 2-rank launch: the two lines once, from rank
+    0. torchrun then adds its own SignalException traceback and exits 1 (documented in the README);
+    tml.common.launch, torchrun's arguments, ends with the two lines and exit 130."""
+    import os
+    import signal
+
+    script = tmp_path / "sleeper.py"
+    script.write_text(
+        "import os, time\n"
+        "from tml.common.entry_point import command_parser, run_command, report_training_progress, TrainingProgress\n"
+        "def main(args):\n"
+        "    report_training_progress(lambda: TrainingProgress(5, 9, None))\n"
+        "    print('ready', os.environ['RANK'], flush=True)\n"
+        "    time.sleep(120)\n"
+        "run_command(command_parser('x', config='none'), main)\n"
+    )
+    command = [sys.executable, "-m", "torch.distributed.run" if launcher == "torchrun" else launcher,
+               "--standalone", "--nproc_per_node", "2", str(script)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert sorted(process.stdout.readline().split()[1] for _ in range(2)) == ["0", "1"]
+        os.killpg(process.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert err.count("Interrupted at step 5 of 9; no checkpoint was written yet.") == 1, err
+    if launcher == "torchrun":
+        assert process.returncode == 1 and "SignalException: Process" in err.splitlines()[-1], err
+    else:
+        assert process.returncode == EXIT_INTERRUPTED and "Traceback" not in err, err
+
+
 # Every command and the shared flags it must take: (module, config flags, run flags).
 COMMANDS = [
     ("tml.projects.home.recap.main", True, True),
