@@ -44,24 +44,33 @@ fi
 RUNS_DIR="${TML_OUTPUT:-$HOME/tmp/tml}/recap_local/runs"
 NEW_RUN=0
 ARGS=()
+OVERRIDES=()  # the --set values, for the run's num_train_steps
+previous=""
 for arg in "$@"; do
     case "$arg" in
         --new) NEW_RUN=1 ;;
         --save_dir|--save_dir=*) NEW_RUN=2; ARGS+=("$arg") ;;
-        *) ARGS+=("$arg") ;;
+        --set=*) OVERRIDES+=("${arg#--set=}"); ARGS+=("$arg") ;;
+        *) ARGS+=("$arg"); [[ "$previous" == "--set" ]] && OVERRIDES+=("$arg") ;;
     esac
+    previous="$arg"
 done
 
 SAVE_DIR_ARGS=()
 if [[ "$NEW_RUN" -ne 2 ]]; then
     RUN_DIR=""
     if [[ "$NEW_RUN" -eq 0 ]]; then
-        # The newest run folder whose newest checkpoint is short of training.num_train_steps.
+        # The newest run folder whose newest checkpoint is short of training.num_train_steps (the
+        # config's, or the last --set of it: raising it resumes the latest run).
         RUN_DIR="$("$PYTHON" -c '
 import os, sys, yaml
-config_path, runs_dir = sys.argv[1], sys.argv[2]
+config_path, runs_dir, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
 with open(config_path) as stream:
     steps = int(((yaml.safe_load(stream) or {}).get("training") or {}).get("num_train_steps", 1_000_000))
+for override in overrides:
+    key, _, value = override.partition("=")
+    if key.strip() == "training.num_train_steps" and value.strip().isdigit():
+        steps = int(value)
 runs = sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
 for name in reversed(runs):
     run = os.path.join(runs_dir, name)
@@ -69,7 +78,7 @@ for name in reversed(runs):
     if max(checkpoints, default=0) < steps:
         print(run)
         break
-' "$CONFIG" "$RUNS_DIR")"
+' "$CONFIG" "$RUNS_DIR" "${OVERRIDES[@]}")"
     fi
     if [[ -n "$RUN_DIR" ]]; then
         echo "Resuming the unfinished run in $RUN_DIR (run_local.sh --new starts another)."
