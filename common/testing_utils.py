@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
-import socket
+import sys
 import tempfile
 import time
 import traceback
@@ -29,12 +30,6 @@ def single_process_group() -> Iterator[None]:
 mock_pg = single_process_group
 
 
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _rank_entry(
     rank: int,
     world_size: int,
@@ -45,6 +40,8 @@ def _rank_entry(
 ) -> None:
     import torch
 
+    # A rank that aborts in C++ then still shows where each Python thread was.
+    faulthandler.enable()
     os.environ.update(
         MASTER_ADDR="127.0.0.1",
         MASTER_PORT=str(port),
@@ -57,7 +54,9 @@ def _rank_entry(
     torch.set_num_threads(1)
     outcome: tuple[str, Any, float]
     try:
-        dist.init_process_group("gloo", rank=rank, world_size=world_size)
+        # The parent hosts the store, as torchrun's agent does: no rank owns the server thread.
+        store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False)
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size)
         try:
             outcome = ("ok", fn(rank, world_size, *args), time.time())
         except BaseException:  # noqa: BLE001 - the parent re-raises it with this rank's traceback
@@ -65,9 +64,19 @@ def _rank_entry(
             outcome = ("error", traceback.format_exc(), time.time())
         finally:
             dist.destroy_process_group()
+            del store
     except BaseException:  # noqa: BLE001
         outcome = ("error", traceback.format_exc(), time.time())
-    torch.save(outcome, os.path.join(result_dir, f"rank{rank}.pt"))
+    partial = os.path.join(result_dir, f"rank{rank}.pt.partial")
+    torch.save(outcome, partial)
+    os.replace(partial, os.path.join(result_dir, f"rank{rank}.pt"))
+    # The outcome is recorded; end here instead of in interpreter teardown. CI once saw a rank abort
+    # there ("terminate called without an active exception", SIGABRT) after its work was done and
+    # its group destroyed: a C++ teardown race in torch, not in the function under test. The
+    # product's own exit is covered by the torchrun tests, which run its entry points unchanged.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run_on_ranks(
@@ -81,9 +90,11 @@ def run_on_ranks(
     import torch
 
     with tempfile.TemporaryDirectory(prefix="tml-ranks-") as result_dir:
+        # Port 0: the kernel picks a free one while binding, so no other process can take it first.
+        store = dist.TCPStore("127.0.0.1", 0, None, is_master=True, wait_for_workers=False)
         context = mp.start_processes(
             _rank_entry,
-            args=(world_size, _free_loopback_port(), result_dir, fn, args),
+            args=(world_size, store.port, result_dir, fn, args),
             nprocs=world_size,
             join=False,
             start_method="spawn",
