@@ -12,6 +12,7 @@ import posixpath
 
 from tml.common.filesystem import util as fs_util
 from tml.common.parquet import list_parquet_files
+from tml.core.errors import DataError
 from tml.ml_logging.torch_logging import logging
 from tml.projects.home.recap.data.config import (
     DATE_FORMAT,
@@ -62,7 +63,7 @@ def files_in_partitions(folders: list[str], tolerance: int, unit: str) -> list[s
             missing.append(folder)
         files.extend(found)
     if len(missing) > tolerance:
-        raise ValueError(
+        raise DataError(
             f"{len(missing)} {unit}s of data are missing or empty, more than the tolerance of {tolerance}: "
             f"{missing}"
         )
@@ -77,7 +78,7 @@ def list_input_files(config: DatasetConfig) -> list[str]:
         try:
             files = list_parquet_files(config.inputs)
         except FileNotFoundError as error:
-            raise ValueError(f"no data files match inputs '{config.inputs}': {error}") from None
+            raise DataError(f"no data files match inputs '{config.inputs}': {error}") from None
     elif config.explicit_date_inputs is not None:
         inputs = config.explicit_date_inputs
         files = files_in_partitions(date_folders(inputs), inputs.num_missing_days_tol, "day")
@@ -87,7 +88,7 @@ def list_input_files(config: DatasetConfig) -> list[str]:
     else:  # the config's one_of check makes this unreachable for validated configs
         raise ValueError("set one of inputs, explicit_date_inputs, explicit_datetime_inputs")
     if not files:
-        raise ValueError(f"no data files found for {config.explicit_date_inputs or config.explicit_datetime_inputs}")
+        raise DataError(f"no data files found for {config.explicit_date_inputs or config.explicit_datetime_inputs}")
     if config.num_files_to_keep is not None:
         files = files[: config.num_files_to_keep]
     return files

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from tml.core.errors import DataError  # the commands print it in one line, without a traceback
 from tml.projects.home.recap.data import config as data_config
 from tml.projects.home.recap.data.file_listing import list_input_files
 
@@ -31,7 +32,7 @@ def test_glob_sorted_and_cut_to_num_files_to_keep(tmp_path):
 
 def test_empty_glob_names_the_pattern(tmp_path):
     pattern = f"{tmp_path}/nothing/*.parquet"
-    with pytest.raises(ValueError, match=re.escape(f"no data files match inputs '{pattern}'")):
+    with pytest.raises(DataError, match=re.escape(f"no data files match inputs '{pattern}'")):
         list_input_files(_config(inputs=pattern))
 
 
@@ -63,7 +64,7 @@ def test_date_inputs_missing_day_outside_tolerance(tmp_path):
     _days(tmp_path, ["2023/02/27", "2023/03/01"])
     os.makedirs(tmp_path / "2023/02/28")  # present but empty counts as missing
     inputs = {"data_root": str(tmp_path), "end_date": "2023/03/01", "days": 3}
-    with pytest.raises(ValueError, match=r"1 days of data are missing or empty, more than the tolerance of 0: .*2023/02/28"):
+    with pytest.raises(DataError, match=r"1 days of data are missing or empty, more than the tolerance of 0: .*2023/02/28"):
         list_input_files(_config(explicit_date_inputs=inputs))
 
 
@@ -78,7 +79,7 @@ def test_datetime_inputs_include_the_end_hour(tmp_path):
 def test_datetime_inputs_missing_hours(tmp_path):
     _touch(tmp_path / "2023/01/02/00/data.parquet")
     inputs = {"data_root": str(tmp_path), "end_datetime": "2023/01/02/00", "hours": 3, "num_missing_hours_tol": 1}
-    with pytest.raises(ValueError, match="2 hours of data are missing or empty, more than the tolerance of 1"):
+    with pytest.raises(DataError, match="2 hours of data are missing or empty, more than the tolerance of 1"):
         list_input_files(_config(explicit_datetime_inputs=inputs))
 
 
