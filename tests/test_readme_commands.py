@@ -49,7 +49,7 @@ def _commands() -> list[tuple[str, str]]:
 def _module_and_arguments(command: str) -> tuple[str, list[str]]:
     tokens = shlex.split(command.replace("$(", "(").replace("'", '"'), posix=True)
     module_index = tokens.index("-m") + 1
-    while tokens[module_index] in LAUNCHERS:
+    while tokens[module_index] in LAUNCHERS and "-m" in tokens[module_index:]:  # else the launcher alone
         module_index = tokens.index("-m", module_index) + 1
     return tokens[module_index], tokens[module_index + 1 :]
 
@@ -81,7 +81,7 @@ def test_commands_name_existing_modules_and_flags(readme, command):
     assert importlib.util.find_spec(module_name) is not None, f"{readme}: no module {module_name}"
     module = importlib.import_module(module_name)
     if not hasattr(module, "build_parser"):
-        pytest.skip(f"{module_name} has no build_parser (not on the command skeleton yet)")
+        pytest.skip(f"{module_name} has no build_parser (torchrun's launcher, or not on the command skeleton yet)")
     options = _options(module.build_parser())
     flags = {token.lstrip("[").split("=", 1)[0].rstrip("]") for token in arguments if token.lstrip("[").startswith("--")}
     assert flags <= options, f"{readme}: {module_name} does not take {sorted(flags - options)}"
