@@ -46,6 +46,7 @@ class TwhinModel(nn.Module):
         self.embedding_dim = model_config.embedding_dim
         self.relation_aware = model_config.relation_aware
         self.num_relations = len(model_config.relations)
+        self._regularized = model_config.loss.regularization_weight > 0
         self.large_embeddings = LargeEmbeddings(model_config.embeddings, device=device)
         kinds = [relation.operator for relation in model_config.relations]
         self._operator_kinds: list[Operator] = list(dict.fromkeys(kinds))
@@ -157,7 +158,8 @@ class TwhinModel(nn.Module):
             mask=layout.negative_mask.to(negative_lhs.device),
             negatives_per_edge=layout.negatives_per_edge.to(negative_lhs.device),
             weights=batch.weights.view(chunks, size),
-            touched=[lhs, rhs] + self._relation_rows(rels),
+            # Gathered only when a regulariser reads them: the relation rows cost a gather per step.
+            touched=[lhs, rhs] + self._relation_rows(rels) if self._regularized else [],
         )
 
 
