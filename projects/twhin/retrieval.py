@@ -1,10 +1,14 @@
 """Candidate retrieval from TwHIN vectors: for each query node (a user), the K items of another
 table that score highest against it, leaving out items it already has an edge to.
 
-The score is the inner product (`dot`, default) or cosine. For the `translation` operator,
+The score is the inner product (`dot`, default) or cosine of the items with query vectors. The
+plain query is the user's own vector: for the `translation` operator without reciprocal relations,
 score(u, x) = u · (x + r) = u · x + u · r, and u · r is the same for every item x, so ranking items
-by u · x is ranking them by the trained relation's score; the same holds for `dot`. Cosine drops the
-vectors' norms, which often carry popularity.
+by u · x is ranking them by the trained relation's score; the same holds for `dot`. Every other
+trained model (ComplEx or DistMult, or any operator with `relation_aware`, whose reverse relation
+gives items a bias x · r') ranks items by x · q(u, r) instead: `relation_queries` builds those q
+from the exported relation vectors with the operators' own query functions, so retrieval ranks as
+the model's link prediction does. Cosine drops the vectors' norms, which often carry popularity.
 
 Exact search scores the whole item table for a block of queries (one matrix product) and masks the
 excluded items before the top-k. With a faiss index (`ann_index`, built with the same metric) each
@@ -12,14 +16,51 @@ query asks for K plus its number of excluded items, so that K remain after dropp
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 from tml.projects.twhin import ann_index
+from tml.projects.twhin.models.config import Operator
+from tml.projects.twhin.models.operators import OPERATORS
+
+RELATIONS_FILE = "relations.parquet"
+REVERSE_SUFFIX = ":reverse"
 
 QUERY_BLOCK = 1024
+
+
+def load_relation_vector(export_dir: str, name: str) -> np.ndarray:
+    """The [D] vector of relation `name` in an export's relations.parquet (`<name>:reverse` for the
+    reverse relation of a relation-aware model)."""
+    path = os.path.join(export_dir, RELATIONS_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} does not exist: export the TwHIN model with its relation vectors "
+                                "(`embeddings export ... --config_yaml_path CONFIG`)")
+    table = pq.read_table(path)
+    names = table.column("name").to_pylist()
+    if name not in names:
+        raise KeyError(f"{path} has no relation '{name}'; relations: {[n for n in names if n][:20]} "
+                       "(export with --config_yaml_path to name them)")
+    return np.asarray(table.column("vector")[names.index(name)].as_py(), dtype=np.float32)
+
+
+def relation_queries(lhs: np.ndarray, operator: Operator | str, relation: Optional[np.ndarray],
+                     reverse: Optional[np.ndarray] = None) -> np.ndarray:
+    """[Q, D] query vectors q with score(lhs, relation, x) = x · q + (a term constant in x), for the
+    rhs table's items x. `reverse` (the relation's reverse vector) is given for relation-aware models:
+    they rank rhs candidates with the reverse relation's head query, as their training did."""
+    scorer = OPERATORS[Operator(operator)]
+    nodes = torch.from_numpy(np.ascontiguousarray(lhs, dtype=np.float32))
+    if reverse is not None:
+        query, _ = scorer.head_query(nodes, torch.from_numpy(np.asarray(reverse, dtype=np.float32)))
+    else:
+        vector = None if relation is None else torch.from_numpy(np.asarray(relation, dtype=np.float32))
+        query, _ = scorer.tail_query(nodes, vector)
+    return query.numpy()
 
 
 def excluded_lists(query_rows: np.ndarray, seen_queries: np.ndarray, seen_items: np.ndarray) -> list[np.ndarray]:

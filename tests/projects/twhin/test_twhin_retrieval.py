@@ -1,6 +1,7 @@
 """Candidate retrieval: the best items by inner product, never an item the query has already seen."""
 import numpy as np
 import pytest
+import torch
 
 from tml.projects.twhin import ann_index
 from tml.projects.twhin.retrieval import excluded_lists, retrieve
@@ -44,3 +45,37 @@ def test_index_retrieval_excludes_seen_items_too():
     found, _ = retrieve(queries, items, 10, seen, "dot", index)
     exact, _ = retrieve(queries, items, 10, seen, "dot")
     np.testing.assert_array_equal(found, exact)
+
+
+@pytest.mark.parametrize("operator", ["translation", "dot", "diagonal", "complex_diagonal"])
+@pytest.mark.parametrize("relation_aware", [False, True])
+def test_relation_queries_rank_items_as_the_model_scores_them(operator, relation_aware):
+    from tml.projects.twhin.models.config import TwhinModelConfig
+    from tml.projects.twhin.models.models import TwhinModel
+    from tml.projects.twhin.retrieval import relation_queries
+
+    torch.manual_seed(0)
+    tables = [{"name": name, "num_embeddings": 30, "embedding_dim": 8, "optimizer": {"sgd": {"lr": 0.1}}}
+              for name in ("user", "movie")]
+    config = TwhinModelConfig(
+        embeddings={"tables": tables}, relation_aware=relation_aware,
+        relations=[{"name": "liked", "lhs": "user", "rhs": "movie", "operator": operator},
+                   {"name": "other", "lhs": "movie", "rhs": "user", "operator": operator}],
+        translation_optimizer={"sgd": {"lr": 0.1}})
+    model = TwhinModel(config, None, device="cpu")
+    if model.all_trans_embs is not None:
+        with torch.no_grad():
+            model.all_trans_embs.normal_()
+    users, movies = torch.randn(4, 8), torch.randn(30, 8)
+    with torch.no_grad():
+        expected = torch.stack([model.score(users[i].expand(30, 8), torch.zeros(30, dtype=torch.long), movies)
+                                for i in range(4)]).numpy()
+    vectors = None if model.all_trans_embs is None else model.all_trans_embs.detach().numpy()
+    forward = None if vectors is None else vectors[0]
+    reverse = None if vectors is None or not relation_aware else vectors[2]
+    queries = relation_queries(users.numpy(), operator, forward, reverse)
+    got = queries @ movies.numpy().T
+    # equal up to a per-user constant (the translation's u . r): the same ranking of the items
+    np.testing.assert_allclose(got - got[:, :1], expected - expected[:, :1], rtol=1e-4, atol=1e-4)
+    if operator == "complex_diagonal" or relation_aware and operator == "translation":
+        assert not np.allclose(np.argsort(-got, 1), np.argsort(-(users.numpy() @ movies.numpy().T), 1))
