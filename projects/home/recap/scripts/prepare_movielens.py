@@ -19,6 +19,10 @@ known when the rating is made, like the Heavy Ranker's aggregate features; a mea
 is the training split's mean stars.
 
 Split by time: the earliest (1 - validation_fraction) of the ratings train, the latest validate.
+`--label_start_fraction F` keeps only the training rows of ratings after the earliest F of all
+ratings (the label period; earlier ratings still count in the history features): a TwHIN graph of
+those earliest ratings (TwHIN's `prepare_movielens --split time --validation_fraction 1-F`) then
+cannot encode any training label.
 Training rows are written in a random order (the reader shuffles only within a buffer), into
 --num_train_files files under DIR/train/; validation rows into DIR/validation/.
 """
@@ -319,25 +323,31 @@ def candidate_columns(folder: Path, users: np.ndarray, movies: np.ndarray,
 
 
 def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_train_files: int = 4,
-                      seed: int = 0, negatives_per_rating: int = 0, negative_sampling: str = "uniform") -> dict[str, object]:
+                      seed: int = 0, negatives_per_rating: int = 0, negative_sampling: str = "uniform",
+                      label_start_fraction: float = 0.0) -> dict[str, object]:
     """Write the train and validation splits; returns their statistics (also saved as stats.json)."""
     if negatives_per_rating < 0:
         raise ValueError(f"negatives_per_rating must be >= 0, got {negatives_per_rating}")
+    if not 0.0 <= label_start_fraction < 1.0 - validation_fraction:
+        raise ValueError(f"label_start_fraction must be in [0, 1 - validation_fraction = {1.0 - validation_fraction:g}), "
+                         f"got {label_start_fraction}")
     schema = load_segdense_schema(SCHEMA_PATH)
     folder = movielens_folder()
     columns, num_train = build_rows(folder, validation_fraction)
     check_widths(columns, schema, f" ({SCHEMA_PATH}); the MovieLens files differ from what this script was "
                                   f"written for ({DISTRIBUTION}=={VERSION})")
     total = len(columns["liked"])
-    train_rows = np.random.default_rng(seed).permutation(num_train)
+    label_start = int(round(total * label_start_fraction))  # TwHIN's time split rounds the same way
+    train_rows = np.random.default_rng(seed).permutation(np.arange(label_start, num_train))
     validation_rows = np.arange(num_train, total)
     ratings_only = columns
     if negatives_per_rating:
         negatives, source = negative_rows(folder, columns, num_train, negatives_per_rating, seed, negative_sampling)
         columns = {name: np.concatenate([columns[name], negatives[name]]) for name in columns}
         negative_index = total + np.arange(len(source))
+        in_labels = (source >= label_start) & (source < num_train)
         train_rows = np.random.default_rng(seed).permutation(
-            np.concatenate([np.arange(num_train), negative_index[source < num_train]]))
+            np.concatenate([np.arange(label_start, num_train), negative_index[in_labels]]))
         validation_rows = np.concatenate([validation_rows, negative_index[source >= num_train]])
     write_split(os.path.join(output_dir, "train"), columns, train_rows, num_train_files, schema)
     write_split(os.path.join(output_dir, "validation"), columns, validation_rows, 1, schema)
@@ -349,6 +359,8 @@ def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_tra
         "negatives_per_rating": negatives_per_rating,
         "negative_sampling": negative_sampling,
         "split_timestamp": int(ratings_only["meta.timestamp"][num_train]),
+        "label_start_fraction": label_start_fraction,
+        "label_start_timestamp": int(ratings_only["meta.timestamp"][label_start]),
         "validation_users": int(len(np.unique(users[num_train:]))),
         "validation_users_seen_in_train": int(len(np.intersect1d(users[num_train:], users[:num_train]))),
         "label_rates": {
@@ -371,12 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Also write this many sampled unrated movies per rating, all labels 0 (see negative_rows).")
     parser.add_argument("--negative_sampling", choices=("uniform", "popularity", "mixed"), default="uniform",
                         help="How negatives are drawn (see negative_rows).")
+    parser.add_argument("--label_start_fraction", type=float, default=0.0,
+                        help="Train only on ratings after the earliest this share of all ratings (the label period).")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     stats = prepare_movielens(args.output_dir, args.validation_fraction, args.num_train_files, args.seed,
-                              args.negatives_per_rating, args.negative_sampling)
+                              args.negatives_per_rating, args.negative_sampling, args.label_start_fraction)
     print(json.dumps(stats, indent=2))
     print(f"wrote {args.output_dir}/train/ and {args.output_dir}/validation/")
     return 0
