@@ -3,21 +3,27 @@
     python -m tml.projects.home.recap.scripts.movielens_retrieve_rank \
         --embeddings TWHIN_EXPORT --twhin_data ~/tmp/tml/twhin/movielens \
         --config_path projects/home/recap/config/movielens.yaml --checkpoint SAVE_DIR \
-        --output ranked.parquet [--k 100] [--data_dir ~/tmp/tml/movielens]
+        --output ranked.parquet [--k 100] [--popular_k 0] [--data_dir ~/tmp/tml/movielens] \
+        [--twhin_config projects/twhin/config/movielens.yaml --relation liked]
 
 For every user with ratings both before and after the time split (the users a recommender can be
 judged on at that moment):
 1. retrieve: the `--k` movies whose TwHIN vectors have the largest inner product with the user's
-   (the `liked` relation's ranking, see `tml.projects.twhin.retrieval`), leaving out every movie
-   the user rated in the training period; a faiss index saved beside the export (`embeddings index
-   --metric dot`) is used when present;
+   query, leaving out every movie the user rated in the training period; the query is the user's
+   vector, or with `--twhin_config` the `--relation`'s query as the trained model ranks movies (its
+   operator, relation vectors and `relation_aware`; see `tml.projects.twhin.retrieval`); a faiss
+   index saved beside the export (`embeddings index --metric dot`) is used when present;
+   `--popular_k P` adds the P most-rated movies of the training period the user has neither rated
+   nor been retrieved (two candidate sources, as production retrieval mixes several);
 2. rank: build the Heavy Ranker's input row of every (user, candidate) as of the split
    (`prepare_movielens.candidate_columns`; with the TwHIN columns when the config's schema has
    them), score it with the trained model (per-task calibrated probabilities and the weighted score
    of `--weights`), and order each user's candidates by that score;
 3. evaluate against the movies the user liked (4-5 stars) after the split: recall@10, recall@50
    and NDCG@10 of the retrieval order, the ranked order and a most-popular list (the most-rated
-   movies of the training period, minus those the user rated).
+   movies of the training period, minus those the user rated). The users are split at random
+   (seed `--split_seed`) into two halves, `tune` (to choose settings on) and `test` (to report);
+   the metrics of both halves and of all users are computed.
 The ranked list (user, movie, retrieval score and rank, each task's probability, score, rank) is
 written to `--output`; the metrics are printed as a table and as `RESULT` lines, and saved beside
 the output as JSON.
@@ -28,25 +34,22 @@ import argparse
 import glob
 import json
 import os
-import sys
 import tempfile
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tml.common.entry_point import CommandError, call_command, command_parser, run_command
 from tml.common.output_dirs import default_output_dir
-from tml.core.config import load_config_from_yaml
-from tml.projects.home.recap.config import RecapConfig
-from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
-from tml.projects.home.recap.data.segdense import load_segdense_schema
-from tml.projects.home.recap.engagement_weights import parse_weights
-from tml.projects.home.recap.score import score_candidates, write_table
 from tml.projects.home.recap.scripts import prepare_movielens as ml
 from tml.projects.home.recap.twhin_features import TwhinFeature, add_twhin_columns, load_vector_tables
-from tml.projects.twhin import ann_index
-from tml.projects.twhin.retrieval import excluded_lists, retrieve
+
+if TYPE_CHECKING:  # torch-backed modules are imported where used: --help answers at once
+    from tml.projects.home.recap.config import RecapConfig
+    from tml.projects.twhin.config import TwhinConfig
 
 USER_COLUMN, MOVIE_COLUMN = "meta.user_id", "meta.movie_id"
 TWHIN_FEATURES = (
@@ -96,17 +99,76 @@ def ranking_metrics(lists: dict[int, list[int]], relevant: dict[int, set[int]]) 
 # ---------------------------------------------------------------------------------- the pipeline
 
 
+def user_halves(users: Sequence[int], seed: int) -> dict[str, set[int]]:
+    """A random half of the users to choose settings on (`tune`), the other half to report (`test`)."""
+    ordered = np.array(sorted(int(u) for u in users), dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    half = len(ordered) // 2
+    return {"tune": set(ordered[order[:half]].tolist()), "test": set(ordered[order[half:]].tolist())}
+
+
+def user_queries(user_vectors: np.ndarray, embeddings: str, twhin_config: Optional["TwhinConfig"],
+                 relation: str) -> np.ndarray:
+    """The vectors movies are scored against: the users' own, or the relation's query of the model."""
+    if twhin_config is None:
+        return user_vectors
+    from tml.projects.twhin.retrieval import REVERSE_SUFFIX, load_relation_vector, relation_queries
+
+    relations = {r.name: r for r in twhin_config.model.relations}
+    if relation not in relations:
+        raise CommandError(f"--relation {relation!r} is not a relation of the TwHIN config; relations: {sorted(relations)[:10]}...")
+    chosen = relations[relation]
+    if (chosen.lhs, chosen.rhs) != ("user", "movie"):
+        raise CommandError(f"--relation {relation!r} connects {chosen.lhs} -> {chosen.rhs}, not user -> movie")
+    if twhin_config.model.relation_aware:
+        return relation_queries(user_vectors, chosen.operator, None,
+                                reverse=load_relation_vector(embeddings, relation + REVERSE_SUFFIX))
+    from tml.projects.twhin.models.operators import OPERATORS
+
+    forward = load_relation_vector(embeddings, relation) if OPERATORS[chosen.operator].uses_relation_vector else None
+    return relation_queries(user_vectors, chosen.operator, forward)
+
+
+def popular_lists(train: dict[str, np.ndarray], users: Sequence[int], k: int,
+                  leave_out: Optional[dict[int, set[int]]] = None) -> dict[int, list[int]]:
+    """Each user's k most-rated movies of the training period that the user neither rated nor has
+    in `leave_out`."""
+    counts = np.bincount(train[MOVIE_COLUMN])
+    by_popularity = [int(m) for m in np.argsort(-counts, kind="stable") if counts[m] > 0]
+    seen_by_user: dict[int, set[int]] = {}
+    for user, movie in zip(train[USER_COLUMN].tolist(), train[MOVIE_COLUMN].tolist()):
+        seen_by_user.setdefault(user, set()).add(movie)
+    lists = {}
+    for user in users:
+        skip = seen_by_user.get(user, set()) | (leave_out or {}).get(user, set())
+        lists[user] = [m for m in by_popularity[: k + len(skip)] if m not in skip][:k]
+    return lists
+
+
 def retrieve_and_rank(
     data_dir: str,
     twhin_data: str,
     embeddings: str,
-    config: RecapConfig,
+    config: "RecapConfig",
     checkpoint: str,
     output: str,
     k: int = 100,
     weights: str = DEFAULT_WEIGHTS,
     validation_fraction: float = 0.2,
-) -> dict[str, dict[str, float]]:
+    twhin_config: Optional["TwhinConfig"] = None,
+    relation: str = "liked",
+    popular_k: int = 0,
+    split_seed: int = 0,
+) -> dict[str, Any]:
+    from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
+    from tml.projects.home.recap.data.segdense import load_segdense_schema
+    from tml.projects.home.recap.engagement_weights import parse_weights
+    from tml.projects.home.recap.score import score_candidates, write_table
+    from tml.projects.twhin import ann_index
+    from tml.projects.twhin.retrieval import excluded_lists, retrieve
+
+    if k <= 0 or popular_k < 0:
+        raise CommandError(f"--k must be positive and --popular_k at least 0, got {k} and {popular_k}")
     train = _read_ratings(os.path.join(data_dir, "train", "*.parquet"))
     validation = _read_ratings(os.path.join(data_dir, "validation", "*.parquet"))
     warm = np.intersect1d(np.unique(validation[USER_COLUMN]), np.unique(train[USER_COLUMN]))
@@ -123,7 +185,8 @@ def retrieve_and_rank(
     vectors = load_vector_tables(embeddings, TWHIN_FEATURES)
     user_vectors, movie_vectors = vectors["user"], vectors["movie"]
     users = np.array([u for u in warm.tolist() if u in user_row], dtype=np.int64)
-    queries = user_vectors.vectors[np.searchsorted(user_vectors.ids, [user_row[u] for u in users])]
+    queries = user_queries(user_vectors.vectors[np.searchsorted(user_vectors.ids, [user_row[u] for u in users])],
+                           embeddings, twhin_config, relation)
     items = np.zeros((int(movie_vectors.ids.max()) + 1, movie_vectors.dim), dtype=np.float32)
     items[movie_vectors.ids] = movie_vectors.vectors
     seen_users = np.array([user_row.get(int(u), -1) for u in train[USER_COLUMN]], dtype=np.int64)
@@ -132,16 +195,32 @@ def retrieve_and_rank(
     saved = ann_index.load_index(embeddings, "movie", "dot") if os.path.isdir(embeddings) else None
     found, scores = retrieve(queries, items, k, exclude, "dot", None if saved is None else saved[0])
 
-    cand_users = np.repeat(users, k)
-    cand_rows = found.reshape(-1)
-    keep = cand_rows >= 0
-    cand_users, cand_movies = cand_users[keep], np.array([movie_of_row[int(r)] for r in cand_rows[keep]], dtype=np.int64)
-    retrieval_rank = np.tile(np.arange(1, k + 1), len(users))[keep]
-    retrieval_score = scores.reshape(-1)[keep]
+    # candidates: each user's TwHIN list, then (--popular_k) popular movies it does not hold
+    retrieved: dict[int, list[int]] = {}
+    cand_users, cand_movies, retrieval_rank, retrieval_score, source = [], [], [], [], []
+    for user, rows, values in zip(users.tolist(), found, scores):
+        movies = [movie_of_row[int(r)] for r in rows if r >= 0]
+        retrieved[user] = movies
+        cand_users += [user] * len(movies)
+        cand_movies += movies
+        retrieval_rank += list(range(1, len(movies) + 1))
+        retrieval_score += values[: len(movies)].tolist()
+        source += ["twhin"] * len(movies)
+    if popular_k:
+        extra = popular_lists(train, users.tolist(), popular_k, {u: set(m) for u, m in retrieved.items()})
+        for user in users.tolist():
+            movies = extra[user]
+            cand_users += [user] * len(movies)
+            cand_movies += movies
+            retrieval_rank += list(range(k + 1, k + 1 + len(movies)))  # after the TwHIN list
+            retrieval_score += [float("nan")] * len(movies)
+            source += ["popular"] * len(movies)
+    cand_users_array = np.array(cand_users, dtype=np.int64)
+    cand_movies_array = np.array(cand_movies, dtype=np.int64)
 
     schema_path = config.train_data.seg_dense_schema.schema_path
     schema = load_segdense_schema(schema_path)
-    columns = ml.candidate_columns(ml.movielens_folder(), cand_users, cand_movies, validation_fraction)
+    columns = ml.candidate_columns(ml.movielens_folder(), cand_users_array, cand_movies_array, validation_fraction)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "candidates.parquet")
         base = [feature for name, feature in schema.items() if name in columns]
@@ -154,42 +233,42 @@ def retrieve_and_rank(
             pq.write_table(joined, path)
         scored = score_candidates(config, checkpoint, path, parse_weights(weights),
                                   user_id_column=USER_COLUMN, tweet_id_column=MOVIE_COLUMN)
-    ranked = scored.append_column("retrieval_score", pa.array(retrieval_score)) \
-                   .append_column("retrieval_rank", pa.array(retrieval_rank))
-    ranked = ranked.sort_by([(USER_COLUMN, "ascending"), ("rank", "ascending")])
-    write_table(ranked, output)
+    scored = scored.append_column("retrieval_score", pa.array(retrieval_score, pa.float32())) \
+                   .append_column("retrieval_rank", pa.array(retrieval_rank, pa.int64())) \
+                   .append_column("source", pa.array(source, pa.string()))
+    write_table(scored.sort_by([(USER_COLUMN, "ascending"), ("rank", "ascending")]), output)
 
-    def lists_by(order_column: str) -> dict[int, list[int]]:
-        table = scored.append_column("retrieval_rank", pa.array(retrieval_rank)).sort_by(
-            [(USER_COLUMN, "ascending"), (order_column, "ascending")])
+    def lists_by(table: pa.Table, order_column: str) -> dict[int, list[int]]:
+        table = table.sort_by([(USER_COLUMN, "ascending"), (order_column, "ascending")])
         out: dict[int, list[int]] = {}
         for user, movie in zip(table.column(USER_COLUMN).to_pylist(), table.column(MOVIE_COLUMN).to_pylist()):
             out.setdefault(int(user), []).append(int(movie))
         return out
 
-    counts = np.bincount(train[MOVIE_COLUMN])
-    by_popularity = np.argsort(-counts, kind="stable")
-    seen_by_user: dict[int, set[int]] = {}
-    for user, movie in zip(train[USER_COLUMN].tolist(), train[MOVIE_COLUMN].tolist()):
-        seen_by_user.setdefault(user, set()).add(movie)
-    popular = {}
-    for user in relevant:
-        seen = seen_by_user.get(user, set())
-        popular[user] = [int(m) for m in by_popularity[: k + len(seen)] if m not in seen and counts[m] > 0][:k]
-    results = {
-        "popular": ranking_metrics(popular, relevant),
-        "retrieval": ranking_metrics(lists_by("retrieval_rank"), relevant),
-        "ranked": ranking_metrics(lists_by("rank"), relevant),
+    twhin_only = scored.filter(pc.equal(scored.column("source"), "twhin"))
+    lists = {
+        "popular": popular_lists(train, list(relevant), k),
+        "retrieval": lists_by(twhin_only, "retrieval_rank"),
+        "ranked": lists_by(scored, "rank"),
     }
-    results["counts"] = {"users": len(relevant), "candidates_per_user": k,
+    candidates = lists_by(scored, "rank")
+    halves = user_halves(relevant, split_seed)
+    results: dict[str, Any] = {}
+    for group, members in (("all", set(relevant)), ("tune", halves["tune"]), ("test", halves["test"])):
+        wanted = {u: m for u, m in relevant.items() if u in members}
+        results[group] = {name: ranking_metrics(order, wanted) for name, order in lists.items()}
+        results[group]["candidates_recall"] = float(np.mean(
+            [len(m & set(candidates.get(u, []))) / len(m) for u, m in wanted.items()]))
+        results[group]["users"] = len(wanted)
+    results["counts"] = {"users": len(relevant), "twhin_candidates_per_user": k, "popular_candidates_per_user": popular_k,
                          "validation_users": int(len(np.unique(validation[USER_COLUMN]))),
-                         "index": None if saved is None else saved[1]["kind"]}  # type: ignore[assignment]
+                         "index": None if saved is None else saved[1]["kind"], "split_seed": split_seed}
     with open(os.path.splitext(output)[0] + ".metrics.json", "w") as stream:
         json.dump(results, stream, indent=2)
     return results
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
+def format_table(results: dict[str, Any]) -> str:
     lines = ["| list | recall@10 | recall@50 | NDCG@10 |", "|---|---|---|---|"]
     names = {"popular": "most popular", "retrieval": "TwHIN retrieval", "ranked": "retrieval + Heavy Ranker"}
     for key, name in names.items():
@@ -198,37 +277,59 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(__doc__.split("\n\n")[0] + " The config is the Heavy Ranker's the checkpoint was trained with.")
     parser.add_argument("--embeddings", required=True, help="TwHIN export directory (user and movie tables).")
     parser.add_argument("--twhin_data", default=default_output_dir("twhin", "movielens"), help="TwHIN prepare_movielens output (its mapping/).")
     parser.add_argument("--data_dir", default=ml.DEFAULT_OUTPUT_DIR, help="Heavy Ranker prepare_movielens output.")
-    parser.add_argument("--config_path", required=True, help="The Heavy Ranker config the checkpoint was trained with.")
     parser.add_argument("--checkpoint", required=True, help="Checkpoint or save_dir (newest checkpoint).")
     parser.add_argument("--output", required=True, help="Ranked list, Parquet.")
-    parser.add_argument("--k", type=int, default=100, help="Candidates retrieved per user.")
+    parser.add_argument("--k", type=int, default=100, help="Candidates retrieved by TwHIN per user.")
+    parser.add_argument("--popular_k", type=int, default=0, help="Most-popular candidates added per user (0: none).")
+    parser.add_argument("--twhin_config", help="The TwHIN config of the export: retrieve with --relation's query "
+                        "(operator, relation vectors, relation_aware). Without it: the users' own vectors.")
+    parser.add_argument("--relation", default="liked", help="user -> movie relation whose ranking retrieves (with --twhin_config).")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="task=weight,... of the ranking score.")
     parser.add_argument("--validation_fraction", type=float, default=0.2, help="As given to prepare_movielens.")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="Config override key=value.")
-    args = parser.parse_args(argv)
+    parser.add_argument("--split_seed", type=int, default=0, help="Seed of the users' tune / test halves.")
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    from tml.core.config import load_config_from_yaml
+    from tml.common.entry_point import load_command_config
+    from tml.projects.home.recap.config import RecapConfig
+    from tml.projects.twhin.config import TwhinConfig
+
+    config = load_command_config(RecapConfig, args)
+    twhin_config = load_config_from_yaml(TwhinConfig, args.twhin_config) if args.twhin_config else None
     try:
-        config = load_config_from_yaml(RecapConfig, args.config_path, overrides=args.overrides) if args.overrides \
-            else load_config_from_yaml(RecapConfig, args.config_path)
         results = retrieve_and_rank(args.data_dir, args.twhin_data, args.embeddings, config, args.checkpoint,
-                                    args.output, args.k, args.weights, args.validation_fraction)
-    except (FileNotFoundError, KeyError, ValueError) as error:
-        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
+                                    args.output, args.k, args.weights, args.validation_fraction,
+                                    twhin_config, args.relation, args.popular_k, args.split_seed)
+    except (KeyError, ValueError) as error:
+        raise CommandError(error.args[0] if error.args else str(error)) from error
     counts = results["counts"]
     print(f"{counts['users']} users with training ratings and liked movies after the split "
-          f"(of {counts['validation_users']} validation users); {counts['candidates_per_user']} candidates each")
-    print(format_table(results))
-    for key in ("ranked", "retrieval", "popular"):
-        for metric, value in results[key].items():
-            print(f"RESULT {key}_{metric}={value:.4f}")
+          f"(of {counts['validation_users']} validation users); {counts['twhin_candidates_per_user']} TwHIN "
+          f"+ {counts['popular_candidates_per_user']} popular candidates each")
+    for group in ("all", "tune", "test"):
+        print(f"\n{group} users ({results[group]['users']}); candidates hold "
+              f"{results[group]['candidates_recall']:.4f} of their liked movies")
+        print(format_table(results[group]))
+    print()
+    for group, prefix in (("test", ""), ("tune", "tune_"), ("all", "all_")):
+        for key in ("ranked", "retrieval", "popular"):
+            for metric, value in results[group][key].items():
+                print(f"RESULT {prefix}{key}_{metric}={value:.4f}")
     print(f"wrote {args.output}")
     return 0
 
 
+def run(argv: Optional[Sequence[str]] = None) -> int:
+    """In-process call (tests): the exit code."""
+    return call_command(build_parser(), main, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(build_parser(), main)
