@@ -23,7 +23,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
@@ -31,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tml.common.entry_point import CommandError, call_command, command_parser, run_command
 from tml.common.filesystem import util as fs_util
 
 SUMMARY_FILE = "twhin_features.json"
@@ -209,10 +209,8 @@ def write_twhin_features(
     return summary
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tml.projects.home.recap.twhin_features", description=__doc__.split("\n\n")[0]
-    )
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(__doc__.split("\n\n")[0], config="none")
     parser.add_argument("--embeddings", required=True, help="A TwHIN export directory (embeddings export --out_dir).")
     parser.add_argument("--input", required=True, help="Glob of Heavy Ranker Parquet files.")
     parser.add_argument("--output_dir", required=True, help="Where the joined files (same names) are written.")
@@ -223,7 +221,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="Zero this share of the rows' COLUMN vectors (training data), so that the model "
                              "learns rows without a vector, as it will see for nodes new at serving time.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of --drop.")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         features = [TwhinFeature.parse(text) for text in args.feature]
         drop = {}
@@ -235,9 +236,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ValueError(f"--drop '{text}' is not COLUMN=SHARE (e.g. twhin.user_embedding=0.5)") from None
         summary = write_twhin_features(args.input, args.output_dir, args.embeddings, features, args.id_mapping,
                                        drop, args.seed)
-    except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
-        print(f"error: {error.args[0] if error.args else error}", file=sys.stderr)
-        return 2
+    except (KeyError, ValueError, TypeError) as error:  # bad ids, widths, tables or flags: the message says which
+        raise CommandError(error.args[0] if error.args else str(error)) from error
     for column, info in summary["features"].items():  # type: ignore[union-attr]
         print(f"{column}: {info['dim']}-d vectors of '{info['table']}' by {info['id_column']}; "
               f"{info['rows_without_vector']} of {summary['rows']} rows without a vector (zeros)")
@@ -245,5 +245,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """In-process call (tests): the exit code (0, 1 for bad input, 2 for a bad command line)."""
+    return call_command(build_parser(), run, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(build_parser(), run)

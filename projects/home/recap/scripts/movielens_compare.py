@@ -11,26 +11,19 @@ OpenMP's spinning threads slowed steps down 10-40x. Results also go to WORK_DIR/
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
+import time
+from typing import TYPE_CHECKING, Optional, Sequence
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import tml
+from tml.common.entry_point import CommandError, call_command, command_parser, run_command
+from tml.projects.home.recap.scripts.prepare_movielens import DEFAULT_OUTPUT_DIR
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import time  # noqa: E402
-from typing import Optional, Sequence  # noqa: E402
-
-import torch  # noqa: E402
-
-import tml  # noqa: E402
-from tml.common.entry_point import training_session  # noqa: E402
-from tml.common.sharding import quiet_torchrec_warnings  # noqa: E402
-from tml.core.config import load_config_from_yaml  # noqa: E402
-from tml.projects.home.recap.config import RecapConfig  # noqa: E402
-from tml.projects.home.recap.job import check_tasks, run  # noqa: E402
-from tml.projects.home.recap.scripts.prepare_movielens import DEFAULT_OUTPUT_DIR, prepare_movielens  # noqa: E402
-from tml.projects.home.recap.trained_model import build_model  # noqa: E402
+if TYPE_CHECKING:  # torch-backed: imported where used, so --help answers at once
+    from tml.projects.home.recap.config import RecapConfig
 
 REPO_ROOT = os.path.dirname(os.path.abspath(tml.__file__))
 DEFAULT_CONFIG = os.path.join(REPO_ROOT, "projects/home/recap/config/movielens.yaml")
@@ -53,7 +46,11 @@ def variants(mlp_layer_sizes: Sequence[int]) -> dict[str, list[str]]:
     return {"mask_net": [], "mlp": [f"model.backbone={mlp}"]}
 
 
-def load_variant(config_path: str, data_dir: str, save_dir: str, overrides: Sequence[str]) -> RecapConfig:
+def load_variant(config_path: str, data_dir: str, save_dir: str, overrides: Sequence[str]) -> "RecapConfig":
+    from tml.core.config import load_config_from_yaml
+    from tml.projects.home.recap.config import RecapConfig
+    from tml.projects.home.recap.job import check_tasks
+
     paths = [
         f"train_data.inputs={data_dir}/train/*.parquet",
         f"validation_data.{VALIDATION_SET}.inputs={data_dir}/validation/*.parquet",
@@ -64,17 +61,26 @@ def load_variant(config_path: str, data_dir: str, save_dir: str, overrides: Sequ
     return config
 
 
-def backbone_parameters(config: RecapConfig) -> int:
+def backbone_parameters(config: "RecapConfig") -> int:
+    from tml.projects.home.recap.trained_model import build_model
+
     model = build_model(config)
     return sum(parameter.numel() for parameter in model.backbone.parameters()) if model.backbone is not None else 0
 
 
-def train_variant(config: RecapConfig) -> tuple[dict[str, float], float]:
+def train_variant(config: "RecapConfig") -> tuple[dict[str, float], float]:
+    """Train and evaluate one config from scratch in this process, on OMP_NUM_THREADS (default 1) threads."""
+    import torch
+
+    from tml.common.entry_point import training_session
+    from tml.projects.home.recap.job import run
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     started = time.perf_counter()
     with training_session(config) as device:
         results = run(config, device)
     if VALIDATION_SET not in results:
-        raise RuntimeError(f"the run reported no metrics for validation set '{VALIDATION_SET}'; got {list(results)}")
+        raise CommandError(f"the run reported no metrics for validation set '{VALIDATION_SET}'; got {list(results)}")
     return dict(results[VALIDATION_SET]), time.perf_counter() - started
 
 
@@ -92,6 +98,8 @@ def format_table(tasks: Sequence[str], rows: dict[str, dict[str, object]]) -> st
 def compare(config_path: str, data_dir: str, work_dir: str, mlp_layer_sizes: Sequence[int],
             overrides: Sequence[str] = ()) -> dict[str, dict[str, object]]:
     if not os.path.isdir(os.path.join(data_dir, "train")):
+        from tml.projects.home.recap.scripts.prepare_movielens import prepare_movielens
+
         print(f"preparing MovieLens-100k in {data_dir}")
         prepare_movielens(data_dir)
     rows: dict[str, dict[str, object]] = {}
@@ -112,9 +120,10 @@ def compare(config_path: str, data_dir: str, work_dir: str, mlp_layer_sizes: Seq
     return rows
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="MovieLens-100k: parallel MaskNet vs same-size MLP backbone.")
-    parser.add_argument("--config_path", default=DEFAULT_CONFIG)
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser("MovieLens-100k: parallel MaskNet vs same-size MLP backbone (--set applies to both runs).",
+                            config="optional")
+    parser.set_defaults(config_path=DEFAULT_CONFIG)
     parser.add_argument("--data_dir", default=DEFAULT_OUTPUT_DIR, help="Prepared data (made here when absent).")
     parser.add_argument("--work_dir", default=None, help="Checkpoints and results.json (default: DATA_DIR/compare).")
     parser.add_argument(
@@ -123,11 +132,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default=[192, 96, 64],
         help="The MLP backbone's layers; the default matches the MaskNet backbone's parameter count and width.",
     )
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="Config override applied to both runs (repeatable).")
-    args = parser.parse_args(argv)
-    quiet_torchrec_warnings()
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch starts its thread pool
     work_dir = args.work_dir or os.path.join(args.data_dir, "compare")
     rows = compare(args.config_path, args.data_dir, work_dir, args.mlp_layer_sizes, args.overrides)
     tasks = list(next(iter(rows.values()))["auroc"])
@@ -137,5 +146,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def run_main(argv: Optional[Sequence[str]] = None) -> int:
+    """In-process call (tests): the exit code."""
+    return call_command(build_parser(), main, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(build_parser(), main)

@@ -13,20 +13,16 @@ of the mean gain).
 """
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
+from typing import Optional, Sequence
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import numpy as np
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-from typing import Optional, Sequence  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from tml.common.sharding import quiet_torchrec_warnings  # noqa: E402
-from tml.projects.home.recap.scripts.movielens_compare import REPO_ROOT, load_variant, train_variant  # noqa: E402
+from tml.common.entry_point import call_command, command_parser, run_command
+from tml.projects.home.recap.scripts.movielens_compare import REPO_ROOT, load_variant, train_variant
 
 CONFIGS = {
     "without": os.path.join(REPO_ROOT, "projects/home/recap/config/movielens.yaml"),
@@ -66,17 +62,19 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = command_parser(__doc__.split("\n\n")[0] + " --set applies to every run.", config="none")
     parser.add_argument("--data_dir", required=True, help="prepare_movielens output (train/, validation/).")
     parser.add_argument("--twhin_data_dir", required=True, help="The same files with TwHIN columns (twhin_features).")
     parser.add_argument("--work_dir", default=None, help="Checkpoints and twhin_compare.json (default: DATA_DIR/twhin_compare).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="Config override applied to every run (repeatable).")
-    args = parser.parse_args(argv)
-    quiet_torchrec_warnings()
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    return parser
+
+
+def main(args: argparse.Namespace) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch starts its thread pool
     work_dir = args.work_dir or os.path.join(args.data_dir, "twhin_compare")
     result = compare(args.data_dir, args.twhin_data_dir, work_dir, args.seeds, args.overrides)
     print(f"\nMovieLens-100k, per-task validation AUROC, mean (min-max) over seeds {args.seeds}:")
@@ -85,5 +83,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def run_main(argv: Optional[Sequence[str]] = None) -> int:
+    """In-process call (tests): the exit code."""
+    return call_command(build_parser(), main, argv)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_command(build_parser(), main)

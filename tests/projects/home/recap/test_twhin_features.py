@@ -90,7 +90,7 @@ def test_bad_inputs_are_named(tmp_path, export):
     with pytest.raises(ValueError, match="COLUMN=TABLE:ID_COLUMN"):
         tf.TwhinFeature.parse("x=user")
     assert tf.main(["--embeddings", str(export), "--input", str(tmp_path / "in/a.parquet"), "--output_dir",
-                    str(tmp_path / "o2"), "--feature", "x=user:nope"]) == 2
+                    str(tmp_path / "o2"), "--feature", "x=user:nope"]) == 1  # bad input: exit 1
 
 
 def test_drop_zeros_a_seeded_share_and_counts_it(tmp_path, export):
