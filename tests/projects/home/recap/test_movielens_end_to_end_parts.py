@@ -94,3 +94,38 @@ def test_popularity_sampled_negatives_are_more_popular_than_uniform_ones(rows):
     assert mean_count["popularity"] > 2 * mean_count["uniform"]  # measured: 67 vs 23 earlier ratings
     with pytest.raises(ValueError, match="negative sampling"):
         ml.negative_rows(folder, columns, num_train, per_rating=1, sampling="zipf")
+
+
+@needs_movielens
+def test_label_period_rows_start_where_an_earlier_twhin_graph_ends(tmp_path):
+    """TwHIN cut at 40% of the ratings + ranker rows from 40% on: no training label is a graph edge."""
+    from tml.projects.twhin.scripts import prepare_movielens as graph_prep
+
+    stats = ml.prepare_movielens(str(tmp_path / "recap"), num_train_files=1, label_start_fraction=0.4)
+    graph_prep.prepare_movielens(str(ml.movielens_folder()), str(tmp_path / "graph"), split="time", validation_fraction=0.6)
+    rows = pq.read_table(tmp_path / "recap/train").to_pydict()
+    assert min(rows["meta.timestamp"]) == stats["label_start_timestamp"]
+    users = pq.read_table(tmp_path / "graph/mapping/user.parquet").to_pydict()
+    movies = pq.read_table(tmp_path / "graph/mapping/movie.parquet").to_pydict()
+    user_key, movie_key = dict(zip(users["id"], map(int, users["key"]))), dict(zip(movies["id"], map(int, movies["key"])))
+    edges = pq.read_table(tmp_path / "graph/train/part-00000.parquet").to_pydict()
+    graph_pairs = {(user_key[l], movie_key[r]) for l, rel, r in zip(edges["lhs"], edges["rel"], edges["rhs"]) if rel < 2}
+    labelled = set(zip(rows["meta.user_id"], rows["meta.movie_id"]))
+    assert graph_pairs and not graph_pairs & labelled
+    assert max(pq.read_table(tmp_path / "graph/mapping/user.parquet").column("id").to_pylist()) < 943
+    with pytest.raises(ValueError, match="label_start_fraction"):
+        ml.prepare_movielens(str(tmp_path / "bad"), label_start_fraction=0.8)
+
+
+def test_user_halves_are_disjoint_seeded_and_cover_everyone():
+    halves = rr.user_halves(range(11), seed=3)
+    assert halves["tune"] | halves["test"] == set(range(11)) and not halves["tune"] & halves["test"]
+    assert len(halves["tune"]) == 5 and halves == rr.user_halves(list(reversed(range(11))), seed=3)
+    assert halves != rr.user_halves(range(11), seed=4)
+
+
+def test_popular_lists_skip_rated_and_already_held_movies():
+    train = {rr.USER_COLUMN: np.array([1, 1, 2, 3, 3, 3, 2]), rr.MOVIE_COLUMN: np.array([5, 6, 5, 5, 6, 7, 8])}
+    lists = rr.popular_lists(train, [1, 9], k=3, leave_out={9: {6}})
+    assert lists[1] == [7, 8]  # 5 and 6 rated by user 1; nothing else was ever rated
+    assert lists[9] == [5, 7, 8]
