@@ -79,3 +79,19 @@ def test_relation_queries_rank_items_as_the_model_scores_them(operator, relation
     np.testing.assert_allclose(got - got[:, :1], expected - expected[:, :1], rtol=1e-4, atol=1e-4)
     if operator == "complex_diagonal" or relation_aware and operator == "translation":
         assert not np.allclose(np.argsort(-got, 1), np.argsort(-(users.numpy() @ movies.numpy().T), 1))
+
+
+def test_the_retrieval_config_is_movielens_yaml_with_reciprocal_relations_softmax_and_uniform_negatives():
+    from pathlib import Path
+
+    from tml.core.config import load_config_from_yaml
+    from tml.projects.twhin.config import TwhinConfig
+
+    folder = Path(__file__).resolve().parents[3] / "projects/twhin/config"
+    base = load_config_from_yaml(TwhinConfig, str(folder / "movielens.yaml"))
+    retrieval = load_config_from_yaml(TwhinConfig, str(folder / "movielens_retrieval.yaml"))
+    assert retrieval.model.relation_aware and retrieval.model.loss.kind.value == "softmax"
+    assert retrieval.model.relations == base.model.relations
+    negatives = {"in_batch_negatives": 0, "global_negatives": 200}
+    assert retrieval.train_data == base.train_data.model_copy(update=negatives)
+    assert retrieval.model.embeddings == base.model.embeddings
