@@ -14,11 +14,14 @@ judged on at that moment):
    operator, relation vectors and `relation_aware`; see `tml.projects.twhin.retrieval`); a faiss
    index saved beside the export (`embeddings index --metric dot`) is used when present;
    `--popular_k P` adds the P most-rated movies of the training period the user has neither rated
-   nor been retrieved (two candidate sources, as production retrieval mixes several);
+   nor been retrieved (two candidate sources, as production retrieval mixes several; they follow
+   TwHIN's list in the retrieval order);
 2. rank: build the Heavy Ranker's input row of every (user, candidate) as of the split
    (`prepare_movielens.candidate_columns`; with the TwHIN columns when the config's schema has
    them), score it with the trained model (per-task calibrated probabilities and the weighted score
-   of `--weights`), and order each user's candidates by that score;
+   of `--weights`), and order each user's candidates by that score; with `--fusion_c C`, also
+   order them by the reciprocal-rank fusion of the ranker's and the retrieval's orders,
+   1 / (C + ranker rank) + 1 / (C + retrieval rank) (the `fused` list);
 3. evaluate against the movies the user liked (4-5 stars) after the split: recall@10, recall@50
    and NDCG@10 of the retrieval order, the ranked order and a most-popular list (the most-rated
    movies of the training period, minus those the user rated). The users are split at random
@@ -129,6 +132,13 @@ def user_queries(user_vectors: np.ndarray, embeddings: str, twhin_config: Option
     return relation_queries(user_vectors, chosen.operator, forward)
 
 
+def reciprocal_rank_fusion(ranks: Sequence[np.ndarray], c: float) -> np.ndarray:
+    """sum_i 1 / (c + rank_i): higher is better; a small c lets the top of each order count more."""
+    if c <= 0:
+        raise ValueError(f"the fusion constant must be positive, got {c}")
+    return np.sum([1.0 / (c + np.asarray(rank, dtype=np.float64)) for rank in ranks], axis=0)
+
+
 def popular_lists(train: dict[str, np.ndarray], users: Sequence[int], k: int,
                   leave_out: Optional[dict[int, set[int]]] = None) -> dict[int, list[int]]:
     """Each user's k most-rated movies of the training period that the user neither rated nor has
@@ -159,6 +169,7 @@ def retrieve_and_rank(
     relation: str = "liked",
     popular_k: int = 0,
     split_seed: int = 0,
+    fusion_c: float = 0.0,
 ) -> dict[str, Any]:
     from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
     from tml.projects.home.recap.data.segdense import load_segdense_schema
@@ -167,8 +178,8 @@ def retrieve_and_rank(
     from tml.projects.twhin import ann_index
     from tml.projects.twhin.retrieval import excluded_lists, retrieve
 
-    if k <= 0 or popular_k < 0:
-        raise CommandError(f"--k must be positive and --popular_k at least 0, got {k} and {popular_k}")
+    if k <= 0 or popular_k < 0 or fusion_c < 0:
+        raise CommandError(f"--k must be positive, --popular_k and --fusion_c at least 0; got {k}, {popular_k}, {fusion_c}")
     train = _read_ratings(os.path.join(data_dir, "train", "*.parquet"))
     validation = _read_ratings(os.path.join(data_dir, "validation", "*.parquet"))
     warm = np.intersect1d(np.unique(validation[USER_COLUMN]), np.unique(train[USER_COLUMN]))
@@ -236,6 +247,9 @@ def retrieve_and_rank(
     scored = scored.append_column("retrieval_score", pa.array(retrieval_score, pa.float32())) \
                    .append_column("retrieval_rank", pa.array(retrieval_rank, pa.int64())) \
                    .append_column("source", pa.array(source, pa.string()))
+    if fusion_c:
+        fused = reciprocal_rank_fusion([scored.column("rank").to_numpy(), scored.column("retrieval_rank").to_numpy()], fusion_c)
+        scored = scored.append_column("fused_score", pa.array(fused)).append_column("fused_order", pa.array(-fused))
     write_table(scored.sort_by([(USER_COLUMN, "ascending"), ("rank", "ascending")]), output)
 
     def lists_by(table: pa.Table, order_column: str) -> dict[int, list[int]]:
@@ -251,6 +265,8 @@ def retrieve_and_rank(
         "retrieval": lists_by(twhin_only, "retrieval_rank"),
         "ranked": lists_by(scored, "rank"),
     }
+    if fusion_c:
+        lists["fused"] = lists_by(scored, "fused_order")
     candidates = lists_by(scored, "rank")
     halves = user_halves(relevant, split_seed)
     results: dict[str, Any] = {}
@@ -262,7 +278,8 @@ def retrieve_and_rank(
         results[group]["users"] = len(wanted)
     results["counts"] = {"users": len(relevant), "twhin_candidates_per_user": k, "popular_candidates_per_user": popular_k,
                          "validation_users": int(len(np.unique(validation[USER_COLUMN]))),
-                         "index": None if saved is None else saved[1]["kind"], "split_seed": split_seed}
+                         "index": None if saved is None else saved[1]["kind"], "split_seed": split_seed,
+                         "fusion_c": fusion_c}
     with open(os.path.splitext(output)[0] + ".metrics.json", "w") as stream:
         json.dump(results, stream, indent=2)
     return results
@@ -270,8 +287,11 @@ def retrieve_and_rank(
 
 def format_table(results: dict[str, Any]) -> str:
     lines = ["| list | recall@10 | recall@50 | NDCG@10 |", "|---|---|---|---|"]
-    names = {"popular": "most popular", "retrieval": "TwHIN retrieval", "ranked": "retrieval + Heavy Ranker"}
+    names = {"popular": "most popular", "retrieval": "TwHIN retrieval", "ranked": "retrieval + Heavy Ranker",
+             "fused": "retrieval + Heavy Ranker, rank fusion"}
     for key, name in names.items():
+        if key not in results:
+            continue
         m = results[key]
         lines.append(f"| {name} | {m['recall_at_10']:.4f} | {m['recall_at_50']:.4f} | {m['ndcg_at_10']:.4f} |")
     return "\n".join(lines)
@@ -291,6 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--relation", default="liked", help="user -> movie relation whose ranking retrieves (with --twhin_config).")
     parser.add_argument("--weights", default=DEFAULT_WEIGHTS, help="task=weight,... of the ranking score.")
     parser.add_argument("--validation_fraction", type=float, default=0.2, help="As given to prepare_movielens.")
+    parser.add_argument("--fusion_c", type=float, default=0.0,
+                        help="Also rank by reciprocal-rank fusion of the ranker's and retrieval's orders with this constant (0: off).")
     parser.add_argument("--split_seed", type=int, default=0, help="Seed of the users' tune / test halves.")
     return parser
 
@@ -306,7 +328,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         results = retrieve_and_rank(args.data_dir, args.twhin_data, args.embeddings, config, args.checkpoint,
                                     args.output, args.k, args.weights, args.validation_fraction,
-                                    twhin_config, args.relation, args.popular_k, args.split_seed)
+                                    twhin_config, args.relation, args.popular_k, args.split_seed, args.fusion_c)
     except (KeyError, ValueError) as error:
         raise CommandError(error.args[0] if error.args else str(error)) from error
     counts = results["counts"]
@@ -319,8 +341,8 @@ def main(args: argparse.Namespace) -> int:
         print(format_table(results[group]))
     print()
     for group, prefix in (("test", ""), ("tune", "tune_"), ("all", "all_")):
-        for key in ("ranked", "retrieval", "popular"):
-            for metric, value in results[group][key].items():
+        for key in ("ranked", "fused", "retrieval", "popular"):
+            for metric, value in results[group].get(key, {}).items():
                 print(f"RESULT {prefix}{key}_{metric}={value:.4f}")
     print(f"wrote {args.output}")
     return 0

@@ -129,3 +129,11 @@ def test_popular_lists_skip_rated_and_already_held_movies():
     lists = rr.popular_lists(train, [1, 9], k=3, leave_out={9: {6}})
     assert lists[1] == [7, 8]  # 5 and 6 rated by user 1; nothing else was ever rated
     assert lists[9] == [5, 7, 8]
+
+
+def test_reciprocal_rank_fusion_by_hand():
+    fused = rr.reciprocal_rank_fusion([np.array([1, 2, 3]), np.array([3, 1, 2])], c=10)
+    np.testing.assert_allclose(fused, [1 / 11 + 1 / 13, 1 / 12 + 1 / 11, 1 / 13 + 1 / 12])
+    assert np.argsort(-fused).tolist() == [1, 0, 2]  # second in one order and first in the other wins
+    with pytest.raises(ValueError, match="positive"):
+        rr.reciprocal_rank_fusion([np.array([1])], c=0)
