@@ -10,17 +10,17 @@ import pytest
 from installed import installed
 
 REPO = Path(__file__).resolve().parents[2]
-RESULTS = ("ranked_ndcg_at_10", "retrieval_ndcg_at_10", "popular_ndcg_at_10", "retrieval_recall_at_50",
+RESULTS = ("ranked_ndcg_at_10", "fused_ndcg_at_10", "retrieval_ndcg_at_10", "popular_ndcg_at_10", "retrieval_recall_at_50",
            "twhin_features_auroc_gain")
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)  # ~2-3 min on a quiet 2-core box; 508 s measured with the machine shared by 4 jobs
 @pytest.mark.skipif(not (installed("recbole") and installed("faiss-cpu")), reason="needs recbole data and faiss-cpu")
 def test_small_end_to_end_prints_the_table_and_results(tmp_path):
     done = subprocess.run(
         ["bash", str(REPO / "examples/movielens_end_to_end.sh"), "--small", "--work_dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=580, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True, text=True, timeout=880, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
