@@ -199,6 +199,13 @@ def _drop_absent_optional_entries(
             parent.pop(path[-1], None)
 
 
+def _holds_nothing(value: Any) -> bool:
+    """A state dict of empty mappings only, e.g. the optimizer of a rank whose parameters have no
+    optimizer state here (SGD, or every table placed on other ranks): there is nothing to load, and
+    DCP would look for the empty mapping itself in the checkpoint."""
+    return isinstance(value, Mapping) and all(_holds_nothing(item) for item in value.values())
+
+
 def restore(path: str, state: MutableMapping[str, Any], no_dist: bool = False) -> None:
     """Load the checkpoint at `path` into `state` in place.
 
@@ -230,10 +237,15 @@ def restore(path: str, state: MutableMapping[str, Any], no_dist: bool = False) -
         )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_NO_DIST_WARNING)
-        dcp.load(prepared, storage_reader=storage_reader(path), no_dist=not distributed)
+        loadable = {
+            key: value for key, value in prepared.items()
+            if not (isinstance(state[key], Stateful) and _holds_nothing(value))
+        }
+        dcp.load(loadable, storage_reader=storage_reader(path), no_dist=not distributed)
+    prepared.update(loadable)  # DCP replaces plain (non-tensor) values in the dict it was given
     for key, value in state.items():
         if isinstance(value, Stateful):
-            if prepared[key]:  # e.g. a disabled GradScaler has no state, and refuses an empty one
+            if not _holds_nothing(prepared[key]):  # e.g. a disabled GradScaler has no state, and refuses an empty one
                 value.load_state_dict(prepared[key])
         else:
             state[key] = prepared[key]

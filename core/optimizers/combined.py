@@ -139,7 +139,9 @@ def build_combined_optimizer(
     trainable = _trainable(model)
     fused = _fused_optimizer(model)
     in_backward = sorted(name for name, param in trainable.items() if _has_in_backward_optimizer(param))
-    if in_backward and fused is None:
+    # Under DMP a rank may hold no shard of any table (each placed whole on other ranks): it then has
+    # no fused optimizer, and its tables are updated where they live.
+    if in_backward and not isinstance(model, DistributedModelParallel):
         raise ValueError(
             f"parameters {in_backward[:3]} have in-backward optimizers but the model is not sharded: their "
             "updates would bypass the returned optimizer and its schedules. Shard the model "

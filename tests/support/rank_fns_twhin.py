@@ -1,6 +1,8 @@
 """Functions that spawned ranks run for the TwHIN tests (spawn needs importable targets)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 
@@ -52,8 +54,11 @@ def save_sharded_checkpoint(rank: int, world_size: int, config_json: str, save_d
     return tables
 
 
-def train_on_ranks(rank: int, world_size: int, config_json: str, files: str, steps: int) -> dict[str, object]:
-    """Train through TrainPipelineSparseDist on this rank's share of `files`; report what the test checks."""
+def train_on_ranks(
+    rank: int, world_size: int, config_json: str, files: str, steps: int, sharding: Optional[str] = None
+) -> dict[str, object]:
+    """Train through TrainPipelineSparseDist on this rank's share of `files` (every table sharded
+    `sharding` if given, else CONSTRAINTS); report what the test checks."""
     from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 
     from tml.projects.twhin.data.edges import EdgesDataset
@@ -65,7 +70,10 @@ def train_on_ranks(rank: int, world_size: int, config_json: str, files: str, ste
     torch.manual_seed(0)
     module = TwhinModelAndLoss(TwhinModel(config))
     apply_embedding_optimizers(module, config.embeddings.table_optimizers())
-    model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=CONSTRAINTS)
+    constraints = CONSTRAINTS
+    if sharding is not None:
+        constraints = {name: TableShardingConfig(sharding_type=sharding) for name in config.table_names}
+    model = maybe_shard_model(module, torch.device("cpu"), sharding_constraints=constraints)
     optimizer, scheduler = build_optimizer(model, config)
     dataset = EdgesDataset(files, GraphSchema.from_model_config(config), 50, in_batch_negatives=4,
                            global_negatives=2, rank=rank, world_size=world_size)
@@ -81,6 +89,7 @@ def train_on_ranks(rank: int, world_size: int, config_json: str, files: str, ste
         "last": float(np.mean(losses[-10:])),
         "relations": unwrap_twhin_model(model).all_trans_embs.detach().clone(),
         "batches_per_epoch": len(dataset),
+        "optimizer_keys": [key for key, _ in optimizer.optimizers],
     }
 
 
@@ -122,3 +131,50 @@ def logits_against_tables(rank: int, world_size: int, config_json: str, edges_js
             score = twhin.score(tables[relation.lhs][lhs], torch.tensor(rel), tables[relation.rhs][rhs])
             expected.append(float(score))
     return {"keys": list(keys), "positives": positives, "expected": expected}
+
+
+def resume_on_a_rank_holding_no_table(rank: int, world_size: int, config_json: str, files: str, save_dir: str) -> tuple[float, float]:
+    """Every table placed whole on rank 0: train 3 steps, save, train 3 more; a fresh model restored
+    from the save trains the same 3 steps. Returns the largest differences (table, relations)."""
+    from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+
+    from tml.common.checkpointing import CheckpointManager
+    from tml.projects.twhin.data.edges import EdgesDataset
+    from tml.projects.twhin.metrics import gather_dense_tables, unwrap_twhin_model
+    from tml.projects.twhin.optimizer import build_optimizer
+
+    quiet_torchrec_warnings()
+    config = TwhinModelConfig.model_validate_json(config_json)
+    constraints = {name: TableShardingConfig(sharding_type="table_wise") for name in config.table_names}
+
+    def build(seed: int):
+        torch.manual_seed(seed)
+        module = TwhinModelAndLoss(TwhinModel(config))
+        fused_params = apply_embedding_optimizers(module, config.embeddings.table_optimizers())
+        model = maybe_shard_model(module, torch.device("cpu"), constraints, fused_params=fused_params)
+        return (model, *build_optimizer(model, config))
+
+    def train(model, optimizer, scheduler, seed: int) -> None:
+        dataset = EdgesDataset(files, GraphSchema.from_model_config(config), 20, in_batch_negatives=2,
+                               global_negatives=2, rank=rank, world_size=world_size, seed=seed)
+        pipeline, batches = TrainPipelineSparseDist(model, optimizer, torch.device("cpu")), dataset.dataloader(None)
+        for _ in range(3):
+            pipeline.progress(batches)
+            scheduler.step()
+        pipeline.detach()
+
+    def trained(model) -> tuple[torch.Tensor, torch.Tensor]:
+        tables = gather_dense_tables(model, config.table_names)
+        return torch.cat([tables[name] for name in config.table_names]), unwrap_twhin_model(model).all_trans_embs.detach().clone()
+
+    model, optimizer, scheduler = build(0)
+    train(model, optimizer, scheduler, seed=1)
+    CheckpointManager(save_dir).save(3, {"model": model, "optimizer": optimizer})
+    train(model, optimizer, scheduler, seed=2)
+    tables, relations = trained(model)
+    model, optimizer, scheduler = build(7)
+    manager = CheckpointManager(save_dir)
+    manager.restore(manager.latest(), {"model": model, "optimizer": optimizer})
+    train(model, optimizer, scheduler, seed=2)
+    resumed_tables, resumed_relations = trained(model)
+    return float((tables - resumed_tables).abs().max()), float((relations - resumed_relations).abs().max())

@@ -73,6 +73,27 @@ def test_two_ranks_train_in_step(tmp_path, operators):
     torch.testing.assert_close(results[0]["relations"], results[1]["relations"], rtol=0, atol=0)
 
 
+def test_a_rank_holding_no_table_trains_beside_the_one_that_does(tmp_path):
+    """One table placed whole on rank 0: rank 1 has no fused optimizer and still trains its share."""
+    from tml.common.testing_utils import run_on_ranks
+    from rank_fns_twhin import train_on_ranks
+
+    tables, relations = {"user": 60}, [("follow", "user", "user")]
+    write_random_graph(str(tmp_path), tables, relations, 400, num_files=2, num_clusters=4, noise=0.0, seed=2)
+    config = model_config(tables=tables, relations=relations, dim=8, lr=0.3, algorithm="adagrad")
+    results = run_on_ranks(train_on_ranks, 2, config.model_dump_json(), str(tmp_path / "*.parquet"), 20, "table_wise")
+    assert sorted("fused_opt" in result["optimizer_keys"] for result in results) == [False, True]
+    for result in results:
+        assert result["last"] < result["first"]
+    torch.testing.assert_close(results[0]["relations"], results[1]["relations"], rtol=0, atol=0)
+    # and it resumes from a checkpoint exactly (its optimizer has no state to save or load)
+    from rank_fns_twhin import resume_on_a_rank_holding_no_table
+
+    differences = run_on_ranks(resume_on_a_rank_holding_no_table, 2, config.model_dump_json(),
+                               str(tmp_path / "*.parquet"), str(tmp_path / "checkpoints"))
+    assert differences == [(0.0, 0.0), (0.0, 0.0)]
+
+
 @pytest.mark.parametrize("side_aligned", [True, False])
 def test_two_ranks_score_each_lookup_with_its_own_row_whatever_the_output_order(side_aligned):
     """Four tables, each whole on one rank: the sharded lookup returns them in the plan's order
