@@ -18,19 +18,23 @@ prints the schema that a config's data section reads.
 from __future__ import annotations
 
 import argparse
-from typing import Iterable, Optional, Sequence
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Iterable, Optional, Sequence
 
 from tml.common.entry_point import call_command, command_parser, run_command
 
-from tml.projects.home.recap.data.segdense import VARIABLE_LENGTH, FeaturePlan, SegDenseFeature
+# pyarrow and segdense (numpy) are imported where used: the command's `--help` needs neither.
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-_ARROW_VALUE_TYPES = {"float_list": pa.float32(), "int64_list": pa.int64(), "bytes_list": pa.binary()}
+    from tml.projects.home.recap.data.segdense import FeaturePlan, SegDenseFeature
 
 
 def arrow_type(feature: SegDenseFeature) -> pa.DataType:
-    value_type = _ARROW_VALUE_TYPES[feature.dtype]
+    import pyarrow as pa
+
+    from tml.projects.home.recap.data.segdense import VARIABLE_LENGTH
+
+    value_type = {"float_list": pa.float32, "int64_list": pa.int64, "bytes_list": pa.binary}[feature.dtype]()
     if feature.length == 1:
         return value_type
     if feature.length == VARIABLE_LENGTH:
@@ -39,11 +43,15 @@ def arrow_type(feature: SegDenseFeature) -> pa.DataType:
 
 
 def arrow_schema(features: Iterable[SegDenseFeature]) -> pa.Schema:
+    import pyarrow as pa
+
     return pa.schema([pa.field(feature.name, arrow_type(feature), nullable=False) for feature in features])
 
 
 def plan_schema(plan: FeaturePlan) -> pa.Schema:
     """The columns a pipeline with this plan reads, with the names the batch knows them by as metadata."""
+    import pyarrow as pa
+
     fields = []
     for column in plan.columns:
         metadata = {"read_as": column.name, "role": "label" if column.is_label else "feature"}

@@ -15,16 +15,14 @@ import contextlib
 import gzip
 import posixpath
 import struct
-from typing import IO, Iterator, Optional, Sequence
-
-import numpy as np
+from typing import IO, TYPE_CHECKING, Iterator, Optional, Sequence
 
 from tml.common.entry_point import call_command, command_parser, run_command
-from tml.common.filesystem import util as fs_util
 from tml.ml_logging.torch_logging import logging
-from tml.projects.home.recap.data.arrow_columns import JaggedColumn
-from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
-from tml.projects.home.recap.data.segdense import VARIABLE_LENGTH, SegDenseFeature, load_segdense_schema
+
+# numpy, pyarrow and fsspec (through the modules below) are imported where used: `--help` needs none.
+if TYPE_CHECKING:
+    from tml.projects.home.recap.data.segdense import SegDenseFeature
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _CRC_MASK_DELTA = 0xA282EAD8
@@ -53,6 +51,8 @@ def masked_crc(data: bytes) -> int:
 
 @contextlib.contextmanager
 def _open_records(path: str) -> Iterator[IO[bytes]]:
+    from tml.common.filesystem import util as fs_util
+
     with fs_util.open_file(path, "rb") as stream:
         head = stream.read(2)
         stream.seek(0)
@@ -86,7 +86,7 @@ def read_records(path: str) -> Iterator[bytes]:
             index += 1
 
 
-def _feature_values(example: object, feature: SegDenseFeature, where: str) -> Optional[list]:
+def _feature_values(example: object, feature: SegDenseFeature, where: str, fixed_length: bool) -> Optional[list]:
     entry = example.features.feature.get(feature.name)  # type: ignore[attr-defined]
     if entry is None:
         return None
@@ -96,7 +96,7 @@ def _feature_values(example: object, feature: SegDenseFeature, where: str) -> Op
     if kind != _PROTO_KIND[feature.dtype]:
         raise ValueError(f"{where}: feature '{feature.name}' is a {kind}; the segdense schema says {feature.dtype}")
     values = list(getattr(entry, kind).value)
-    if feature.length != VARIABLE_LENGTH and len(values) != feature.length:
+    if fixed_length and len(values) != feature.length:
         raise ValueError(
             f"{where}: feature '{feature.name}' has {len(values)} values; expected length {feature.length}"
         )
@@ -105,6 +105,11 @@ def _feature_values(example: object, feature: SegDenseFeature, where: str) -> Op
 
 def examples_to_columns(records: Sequence[bytes], features: Sequence[SegDenseFeature], source: str) -> dict:
     """Columns keyed by segdense name, in the shapes the Parquet writer takes."""
+    import numpy as np
+
+    from tml.projects.home.recap.data.arrow_columns import JaggedColumn
+    from tml.projects.home.recap.data.segdense import VARIABLE_LENGTH
+
     example_pb2, _ = _dependencies()
     rows = len(records)
     columns: dict[str, object] = {}
@@ -120,12 +125,12 @@ def examples_to_columns(records: Sequence[bytes], features: Sequence[SegDenseFea
         example.ParseFromString(record)
         where = f"{source}, example {row}"
         for feature in fixed:
-            values = _feature_values(example, feature, where)
+            values = _feature_values(example, feature, where, fixed_length=True)
             if values is not None:
                 columns[feature.name][row] = values[0] if feature.length == 1 else values  # type: ignore[index]
         for feature in features:
             if feature.length == VARIABLE_LENGTH:
-                jagged[feature.name].append(_feature_values(example, feature, where) or [])
+                jagged[feature.name].append(_feature_values(example, feature, where, fixed_length=False) or [])
     for feature in features:
         if feature.length == VARIABLE_LENGTH:
             lists = jagged[feature.name]
@@ -150,6 +155,8 @@ def convert_file(
     tfrecord_path: str, output_path: str, features: Sequence[SegDenseFeature], rows_per_row_group: int = 1024
 ) -> int:
     """Converts one file; returns the number of examples."""
+    from tml.projects.home.recap.data.parquet_writer import SegDenseParquetWriter
+
     with SegDenseParquetWriter(output_path, features) as writer:
         pending: list[bytes] = []
         for record in read_records(tfrecord_path):
@@ -170,6 +177,9 @@ def convert_tfrecords(
     rows_per_row_group: int = 1024,
 ) -> list[str]:
     """Converts every file matched by `inputs` (paths or globs); returns the Parquet paths."""
+    from tml.common.filesystem import util as fs_util
+    from tml.projects.home.recap.data.segdense import load_segdense_schema
+
     schema = load_segdense_schema(schema_path)
     unknown = [name for name in feature_names or () if name not in schema]
     if unknown:
