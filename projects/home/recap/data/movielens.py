@@ -1,10 +1,10 @@
 """MovieLens-100k as Heavy Ranker data: three engagement tasks per rating, split by time.
 
-    python -m tml.projects.home.recap.scripts.prepare_movielens [--output_dir DIR] [--validation_fraction 0.2]
-
-The ratings are read from the installed `recbole` wheel (`.venv/bin/pip install --no-deps
-recbole==1.2.1`), at recbole/dataset_example/ml-100k/ (ml-100k.inter, .user, .item). The package is
-never imported and its data never copied into the repository (MovieLens forbids redistribution).
+The library of the command `python -m tml.projects.home.recap.scripts.prepare_movielens`, whose
+module serves these names too. The ratings are read from the installed `recbole` wheel
+(`.venv/bin/pip install --no-deps recbole==1.2.1`), at recbole/dataset_example/ml-100k/
+(ml-100k.inter, .user, .item). The package is never imported and its data never copied into the
+repository (MovieLens forbids redistribution).
 
 Each rating (user, movie, stars, time) becomes one row of config/movielens_segdense.json:
     liked = stars >= 4, loved = stars == 5, disliked = stars <= 2        (the labels)
@@ -19,28 +19,24 @@ known when the rating is made, like the Heavy Ranker's aggregate features; a mea
 is the training split's mean stars.
 
 Split by time: the earliest (1 - validation_fraction) of the ratings train, the latest validate.
-`--label_start_fraction F` keeps only the training rows of ratings after the earliest F of all
+`label_start_fraction` F keeps only the training rows of ratings after the earliest F of all
 ratings (the label period; earlier ratings still count in the history features): a TwHIN graph of
 those earliest ratings (TwHIN's `prepare_movielens --split time --validation_fraction 1-F`) then
 cannot encode any training label.
 Training rows are written in a random order (the reader shuffles only within a buffer), into
---num_train_files files under DIR/train/; validation rows into DIR/validation/.
+num_train_files files under DIR/train/; validation rows into DIR/validation/.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import importlib.metadata
 import json
 import os
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 
 import tml
-from tml.common.entry_point import call_command, command_parser, run_command
-from tml.common.output_dirs import default_output_dir
 from tml.projects.home.recap.data.segdense import load_segdense_schema
 from tml.projects.home.recap.data.splits import check_widths, write_split
 
@@ -48,7 +44,6 @@ DISTRIBUTION = "recbole"
 VERSION = "1.2.1"
 DATA_FOLDER = "recbole/dataset_example/ml-100k"
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(tml.__file__)), "projects/home/recap/config/movielens_segdense.json")
-DEFAULT_OUTPUT_DIR = default_output_dir("movielens")  # the folder config/movielens.yaml reads
 
 CONTINUOUS = "movielens_cont__segdense_vals"
 BINARY = "movielens_binary__segdense_vals"
@@ -371,34 +366,3 @@ def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_tra
     with open(os.path.join(output_dir, "stats.json"), "w") as stream:
         json.dump(stats, stream, indent=2)
     return stats
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = command_parser("Convert MovieLens-100k (from the recbole wheel) to Heavy Ranker Parquet.", config="none")
-    parser.add_argument("--output_dir", default=DEFAULT_OUTPUT_DIR, help="Where train/ and validation/ are written.")
-    parser.add_argument("--validation_fraction", type=float, default=0.2, help="Latest share of ratings held out.")
-    parser.add_argument("--num_train_files", type=int, default=4)
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the training rows' order (and of negatives).")
-    parser.add_argument("--negatives_per_rating", type=int, default=0,
-                        help="Also write this many sampled unrated movies per rating, all labels 0 (see negative_rows).")
-    parser.add_argument("--negative_sampling", choices=("uniform", "popularity", "mixed"), default="uniform",
-                        help="How negatives are drawn (see negative_rows).")
-    parser.add_argument("--label_start_fraction", type=float, default=0.0,
-                        help="Train only on ratings after the earliest this share of all ratings (the label period).")
-    return parser
-
-
-def run(args: argparse.Namespace) -> int:
-    stats = prepare_movielens(args.output_dir, args.validation_fraction, args.num_train_files, args.seed,
-                              args.negatives_per_rating, args.negative_sampling, args.label_start_fraction)
-    print(json.dumps(stats, indent=2))
-    print(f"wrote {args.output_dir}/train/ and {args.output_dir}/validation/")
-    return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    return call_command(build_parser(), run, argv)
-
-
-if __name__ == "__main__":
-    run_command(build_parser(), run)

@@ -1,4 +1,4 @@
-"""MovieLens-100k as Heavy Ranker data (scripts/prepare_movielens.py) and its config."""
+"""MovieLens-100k as Heavy Ranker data (data/movielens.py, the command scripts/prepare_movielens.py) and its config."""
 import glob
 import os
 
@@ -113,6 +113,8 @@ def test_config_reads_the_prepared_data_into_large_embeddings(prepared, process_
 
 
 def test_missing_package_is_reported_with_the_install_command(monkeypatch):
-    monkeypatch.setattr(movielens, "DISTRIBUTION", "no-such-distribution-tml")
+    from tml.projects.home.recap.data import movielens as library  # the command module serves its names
+
+    monkeypatch.setattr(library, "DISTRIBUTION", "no-such-distribution-tml")
     with pytest.raises(FileNotFoundError, match="pip install --no-deps no-such-distribution-tml==1.2.1"):
         movielens.movielens_folder()
