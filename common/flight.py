@@ -67,6 +67,16 @@ class BatchServer(flight.FlightServerBase):
         return flight.GeneratorStream(schema, stream())
 
 
+def serve_until_stopped(batches: Iterable[pa.RecordBatch], host: str, port: int, what: str) -> int:
+    """The reader commands' main loop. `READER_PORT=<port>` goes to stdout (the port is chosen by the
+    kernel when `port` is 0) so that a script starting a reader can find it."""
+    server = BatchServer(batches, host=host, port=port)
+    logging.info(f"serving {what} on grpc://{host}:{server.port}")
+    print(f"READER_PORT={server.port}", flush=True)
+    server.serve()
+    return 0
+
+
 class _Reader:
     def __init__(self, address: str) -> None:
         self.address = address

@@ -1,13 +1,8 @@
 """Embeddings out of a TwHIN run: export tables to Parquet, look rows up, find nearest neighbours
 (the library behind the `embeddings` command, `python -m tml.projects.twhin.embeddings`).
 
-A `source` is any of:
-- a checkpoint directory (`<save_dir>/<step>`, written by any world size and sharding plan);
-- a save directory (its newest complete checkpoint is used);
-- an export directory written by `export_embeddings` (`<table>.parquet` files with columns
-  id: int64 and vector: fixed-size list of float32, plus `embeddings.json`).
-Checkpoints are read with torch.distributed.checkpoint without building the model: a table is
-found by its state-dict key `...embedding_bags.<table>.weight` and loaded whole.
+The kinds of `source` (checkpoint, save directory, export directory) and how checkpoints are read
+without building the model are described in `embeddings.py`, the command's module (its `--help`).
 
 `build_nearest_index` builds a faiss index of an exported table (HNSW or IVF by size, see
 `ann_index`) and saves it beside the export; `nearest` then uses it for that table unless

@@ -3,15 +3,8 @@
     python -m tml.projects.home.recap.score --config_path FILE --checkpoint DIR_OR_SAVE_DIR \
         --input GLOB --output FILE.parquet [--weights task=w,...] [--set key=value ...]
 
-The checkpoint (of any world size; a save_dir means its newest checkpoint) is loaded into a plain
-module in this process. Candidates are Parquet rows in train_data's layout; labels are not needed.
-One output row per candidate, in input order:
-
-    <id columns>                         the candidate's ids (meta.user_id, meta.tweet_id by default;
-                                         any integer columns with --id_columns, the first one a request)
-    <task> ...                           each head's calibrated probability (model task order)
-    score                                sum over tasks of weight * probability (engagement_weights.py)
-    rank                                 1 = best score among the rows of the same user id (a request)
+What is read and the output columns (one row per candidate, in input order) are described in
+`scoring.py`, the library behind this command.
 
 This module is the command line; the library (`score_candidates`, `rank_candidates`, `write_table`,
 ...) lives in `scoring.py` and is served from here too, imported on first use so that `--help`

@@ -28,21 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def serve(args: argparse.Namespace) -> int:
     from tml.common.batch_arrow import batch_to_arrow
-    from tml.common.flight import BatchServer
-    from tml.ml_logging.torch_logging import logging
+    from tml.common.flight import serve_until_stopped
     from tml.projects.twhin.config import TwhinConfig
     from tml.projects.twhin.data.data import create_dataset
 
     config = load_command_config(TwhinConfig, args)
     dataset = create_dataset(config.train_data, config.model, rank=0, world_size=1)
     dataset.edges()  # read and check the edges now: a bad file stops the reader before it serves
-    server = BatchServer((batch_to_arrow(batch) for batch in dataset.dataloader(num_epochs=None)),
-                         host=args.host, port=args.port)
-    logging.info(f"serving {dataset.num_edges} edges of {config.train_data.data_root} in batches of "
-                 f"{dataset.batch_size} on grpc://{args.host}:{server.port}")
-    print(f"READER_PORT={server.port}", flush=True)
-    server.serve()
-    return 0
+    batches = (batch_to_arrow(batch) for batch in dataset.dataloader(num_epochs=None))
+    what = f"{dataset.num_edges} edges of {config.train_data.data_root} in batches of {dataset.batch_size}"
+    return serve_until_stopped(batches, args.host, args.port, what)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

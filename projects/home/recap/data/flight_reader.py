@@ -44,8 +44,7 @@ def _section(config, section: str):
 
 def serve(args: argparse.Namespace) -> int:
     from tml.common.batch_arrow import batch_to_arrow
-    from tml.common.flight import BatchServer
-    from tml.ml_logging.torch_logging import logging
+    from tml.common.flight import serve_until_stopped
     from tml.projects.home.recap.config import JobMode, RecapConfig
     from tml.projects.home.recap.data.dataset import RecapDataset, per_rank_batch_size
 
@@ -62,12 +61,8 @@ def serve(args: argparse.Namespace) -> int:
         rank=0,
         world_size=1,
     )
-    server = BatchServer((batch_to_arrow(batch) for batch in dataset), host=args.host, port=args.port)
-    logging.info(f"serving {args.section} of {args.config_path} in batches of {rank_batch} rows on "
-                 f"grpc://{args.host}:{server.port}")
-    print(f"READER_PORT={server.port}", flush=True)
-    server.serve()
-    return 0
+    what = f"{args.section} of {args.config_path} in batches of {rank_batch} rows"
+    return serve_until_stopped((batch_to_arrow(batch) for batch in dataset), args.host, args.port, what)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
