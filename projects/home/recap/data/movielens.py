@@ -127,13 +127,7 @@ def _feature_blocks(users_file: dict[str, list[str]], items: dict[str, list[str]
     occupations = sorted(set(users_file["occupation"]))
     occupation = _lookup(user, user_keys, np.array([occupations.index(o) for o in users_file["occupation"]]), "user")
 
-    item_keys = np.array(items["item_id"], dtype=np.int64)
-    years = np.array([int(y) if y.isdigit() else 0 for y in items["release_year"]], dtype=np.int64)
-    genre_lists = [text.split() for text in items["class"]]
-    genres = sorted({genre for names in genre_lists for genre in names})
-    item_genres = np.zeros((len(item_keys), len(genres)), dtype=np.int64)
-    for row, names in enumerate(genre_lists):
-        item_genres[row, [genres.index(name) for name in names]] = 1
+    item_keys, years, item_genres = _movie_arrays(items)
     item_rows = _lookup(movie, item_keys, np.arange(len(item_keys)), "movie")
     release_year = years[item_rows]
     known_year = release_year > 0
@@ -210,7 +204,10 @@ def _history_at(groups: np.ndarray, values: np.ndarray, query_groups: np.ndarray
 
 def _movie_table(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(movie ids, release years (0 unknown), [movies, genres] multi-hot) of ml-100k.item."""
-    items = read_atomic_file(folder / "ml-100k.item")
+    return _movie_arrays(read_atomic_file(folder / "ml-100k.item"))
+
+
+def _movie_arrays(items: dict[str, list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     keys = np.array(items["item_id"], dtype=np.int64)
     years = np.array([int(y) if y.isdigit() else 0 for y in items["release_year"]], dtype=np.int64)
     genre_lists = [text.split() for text in items["class"]]
