@@ -296,8 +296,6 @@ def test_generators_take_overwrite():
 # Commands whose `--help` still imports pyarrow (through a module-level import of their library).
 HELP_IMPORTS_PYARROW = {
     "tml.projects.home.recap.scripts.own_table_calibration",
-    "tml.projects.twhin.scripts.prepare_nations",
-    "tml.projects.twhin.scripts.prepare_movielens",
     "tml.tools.pq",
 }
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import importlib.metadata
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy and pyarrow are imported where the files are written: the prepare commands' --help needs neither.
 
 
 def package_data_dir(distribution: str, version: str, relative: str) -> Path:
@@ -30,6 +31,10 @@ def package_data_dir(distribution: str, version: str, relative: str) -> Path:
 
 
 def write_edges(path: str, lhs: np.ndarray, rel: np.ndarray, rhs: np.ndarray) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     columns = {"lhs": lhs, "rel": rel, "rhs": rhs}
     table = pa.table({name: np.asarray(values, dtype=np.int64) for name, values in columns.items()})
@@ -38,6 +43,10 @@ def write_edges(path: str, lhs: np.ndarray, rel: np.ndarray, rhs: np.ndarray) ->
 
 def write_mapping(path: str, names: Sequence[str]) -> None:
     """id -> original key of one node table (or of the relations)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     ids = np.arange(len(names), dtype=np.int64)
     pq.write_table(pa.table({"id": ids, "key": pa.array(list(names), type=pa.string())}), path)
