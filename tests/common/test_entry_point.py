@@ -235,15 +235,14 @@ COMMANDS = [
     ("tml.projects.twhin.scripts.prepare_movielens", False, False),
     ("tml.tools.pq", False, False),
     ("tml.tools.env_check", False, False),
+    ("tml.projects.home.recap.twhin_features", False, False),
+    ("tml.projects.home.recap.scripts.movielens_compare", True, False),
+    ("tml.projects.home.recap.scripts.movielens_twhin_compare", False, False),  # --set for both configs it trains
+    ("tml.projects.home.recap.scripts.movielens_retrieve_rank", True, False),
 ]
 # Modules runnable with `python -m` that are not on the skeleton, and why.
 NOT_COMMANDS = {
     "tml.common.launch": "torchrun itself: every argument is torchrun's",
-    # issue-16 moves these onto the skeleton; then they belong in COMMANDS.
-    "tml.projects.home.recap.scripts.movielens_compare": "pending (issue-16)",
-    "tml.projects.home.recap.scripts.movielens_retrieve_rank": "pending (issue-16)",
-    "tml.projects.home.recap.scripts.movielens_twhin_compare": "pending (issue-16)",
-    "tml.projects.home.recap.twhin_features": "pending (issue-16)",
 }
 
 
@@ -297,6 +296,8 @@ def test_generators_take_overwrite():
 HELP_IMPORTS_PYARROW = {
     "tml.projects.home.recap.scripts.own_table_calibration",
     "tml.tools.pq",
+    "tml.projects.home.recap.twhin_features",
+    "tml.projects.home.recap.scripts.movielens_retrieve_rank",
 }
 
 
