@@ -61,3 +61,21 @@ def get_world_size() -> int:
 
 def is_chief() -> bool:
     return get_rank() == 0
+
+
+def _agree(flag: bool, op: dist.ReduceOp) -> bool:
+    if get_world_size() == 1:
+        return flag
+    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(value, op=op)
+    return bool(value.item())
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on at least one (one all-reduce; none alone)."""
+    return _agree(flag, dist.ReduceOp.MAX)
+
+
+def every_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on all of them (one all-reduce; none alone)."""
+    return _agree(flag, dist.ReduceOp.MIN)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from tml.common.checkpointing import CheckpointManager, TrainState, checkpoints_iterator, mark_done_eval
 from tml.common.checkpointing.save_dir import open_save_dir
-from tml.common.device import get_rank, get_world_size, is_chief
+from tml.common.device import any_rank, get_rank, get_world_size, is_chief
 from tml.common.entry_point import TrainingProgress, report_training_progress
 from tml.core.errors import TmlError
 from tml.core.evaluator_wait import EvaluatorWait
@@ -68,14 +68,6 @@ class TrainResult:
     eval_results: dict[str, dict[str, float]]
 
 
-def _any_rank(flag: bool) -> bool:
-    if get_world_size() == 1:
-        return flag
-    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
-
-
 def _to_float_dict(results: Mapping[str, Any]) -> dict[str, float]:
     flat: dict[str, float] = {}
     for name, value in results.items():
@@ -116,7 +108,7 @@ def evaluate(
     )
     while num_eval_steps < 0 or steps < num_eval_steps:
         batch = next(batches, None)
-        if not _any_rank(batch is not None):
+        if not any_rank(batch is not None):
             break
         if batch is None:
             if last_batch is None:

@@ -15,21 +15,10 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
-import torch
-import torch.distributed as dist
-
 from tml.common.checkpointing import CheckpointManager, wait_for_evaluators
-from tml.common.device import get_world_size
+from tml.common.device import every_rank
 from tml.core.config import ConfigError
 from tml.ml_logging.torch_logging import logging
-
-
-def _on_every_rank(flag: bool) -> bool:
-    if get_world_size() == 1:
-        return flag
-    value = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
 
 
 def evaluator_sets(wait: bool, mode: Optional[str], evaluated_sets: Iterable[str]) -> list[str]:
@@ -80,7 +69,7 @@ class EvaluatorWait:
         step = checkpoints.step_of(latest)
         logging.info(f"waiting for the evaluator to finish {latest} (sets {self.sets})")
         done = wait_for_evaluators(checkpoints.save_dir, self.sets, step, self.timeout_s, self.poll_s)
-        if not _on_every_rank(done):
+        if not every_rank(done):
             self.gave_up = True
             logging.warning(
                 f"no evaluator marked {latest} done within training.eval_timeout_in_s={self.timeout_s:g} s; "
