@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -21,6 +20,7 @@ from tml.projects.twhin.data.data import create_dataset
 from tml.projects.twhin.data.generate_random_graph import write_random_graph
 from tml.projects.twhin.data.remote import RemoteEdgesDataset
 from tml.projects.twhin.run import build_parser, main
+from reader_process import reader_port
 from twhin_helpers import CONFIG_DIR, REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -46,16 +46,11 @@ def _start_reader(graph: str) -> tuple[subprocess.Popen, int]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     reader = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True)
-    deadline, lines = time.time() + 120, []
-    while time.time() < deadline:
-        line = reader.stdout.readline()
-        if not line and reader.poll() is not None:
-            break
-        lines.append(line)
-        if line.startswith("READER_PORT="):
-            return reader, int(line.split("=", 1)[1])
-    reader.kill()
-    raise AssertionError("reader did not start:\n" + "".join(lines[-30:]))
+    try:
+        return reader, reader_port(reader)
+    except AssertionError:
+        reader.kill()
+        raise
 
 
 def _same_batch(got, expected) -> bool:

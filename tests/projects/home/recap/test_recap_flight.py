@@ -7,13 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from tml.core.config import load_config_from_yaml
+
+from reader_process import reader_port
 
 pytestmark = pytest.mark.slow
 
@@ -33,19 +34,6 @@ def _start_reader(home: Path, files: str) -> subprocess.Popen:
                *sets, "--host", "127.0.0.1", "--port", "0"]
     env = {**os.environ, "HOME": str(home), "TML_BASE": str(REPO_ROOT), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _port(process: subprocess.Popen, timeout_s: float = 120) -> int:
-    deadline = time.time() + timeout_s
-    lines = []
-    while time.time() < deadline:
-        line = process.stdout.readline()
-        if not line and process.poll() is not None:
-            break
-        lines.append(line)
-        if line.startswith("READER_PORT="):
-            return int(line.split("=", 1)[1])
-    raise AssertionError("reader did not start:\n" + "".join(lines[-30:]))
 
 
 def _local_batches(home: Path, files: str, count: int) -> list:
@@ -82,7 +70,7 @@ def test_two_readers_round_robin_a_dead_one_and_training_through_the_config(home
 
     readers = {name: _start_reader(home, files) for name, files in READER_FILES.items()}
     try:
-        ports = {name: _port(process) for name, process in readers.items()}
+        ports = {name: reader_port(process) for name, process in readers.items()}
         addresses = [f"127.0.0.1:{ports['a']}", f"127.0.0.1:{ports['b']}"]
         monkeypatch.setenv("HOME", str(home))
         monkeypatch.setenv("TML_BASE", str(REPO_ROOT))
