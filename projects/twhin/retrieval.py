@@ -63,6 +63,31 @@ def relation_queries(lhs: np.ndarray, operator: Operator | str, relation: Option
     return query.numpy()
 
 
+def model_queries(lhs: np.ndarray, export_dir: str, twhin_config: Any, relation: str,
+                  tables: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """([Q, D] queries q, [Q] biases b) with the trained model's score of (lhs, `relation`, x) equal
+    to x · q + b for every item x of the rhs table, as its link prediction ranks them: the relation's
+    operator and vectors from the export's relations.parquet, and for a `relation_aware` model the
+    reverse relation's head query (which has no bias). `tables` = the (lhs, rhs) tables the relation
+    must connect. `twhin_config` is a `TwhinConfig`."""
+    relations = {r.name: r for r in twhin_config.model.relations}
+    if relation not in relations:
+        raise KeyError(f"relation '{relation}' is not a relation of the TwHIN config; relations: {sorted(relations)[:10]}")
+    chosen = relations[relation]
+    if (chosen.lhs, chosen.rhs) != tuple(tables):
+        raise ValueError(f"relation '{relation}' connects {chosen.lhs} -> {chosen.rhs}, not {tables[0]} -> {tables[1]}")
+    scorer = OPERATORS[Operator(chosen.operator)]
+    nodes = torch.from_numpy(np.ascontiguousarray(lhs, dtype=np.float32))
+    if twhin_config.model.relation_aware:
+        reverse = torch.from_numpy(load_relation_vector(export_dir, relation + REVERSE_SUFFIX))
+        query, bias = scorer.head_query(nodes, reverse)
+    else:
+        forward = torch.from_numpy(load_relation_vector(export_dir, relation)) if scorer.uses_relation_vector else None
+        query, bias = scorer.tail_query(nodes, forward)
+    bias = torch.zeros(len(nodes)) if bias is None else bias
+    return query.numpy(), bias.numpy()
+
+
 def excluded_lists(query_rows: np.ndarray, seen_queries: np.ndarray, seen_items: np.ndarray) -> list[np.ndarray]:
     """For each query row, the sorted unique items it is paired with in (seen_queries, seen_items)."""
     order = np.lexsort((seen_items, seen_queries))

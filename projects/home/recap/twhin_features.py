@@ -16,6 +16,17 @@ export or the mapping, or null) gets zeros, and is counted: the counts are print
 name with all its columns and row groups; input files are never written. `--drop COLUMN=SHARE`
 zeros that share of the rows' vectors (seeded): for training data, when many nodes at serving time
 will have no vector (new users), so the model has learnt what such rows mean.
+
+`--score RELATION=LHS_ID_COLUMN:RHS_ID_COLUMN` (with `--twhin_config`, the model's TwHIN config) adds
+the trained model's own score of the edge (row's lhs id, RELATION, row's rhs id), as its link
+prediction and `retrieval` rank items (operator, relation vectors, `relation_aware`): the retrieval
+signal itself as a ranker input. Three values per score, appended in `--score` order to the float
+list column `--score_into` (the continuous block, whose segdense length grows by 3 per score; a new
+column of that name when the data has none):
+    score           x . q(u) + b(u), the model's score
+    score_in_user   (score - mean) / std over every item of the rhs table for the same lhs node: how
+                    far above this user's average item the item is, comparable across models
+    has_score       1, or 0 when either node has no vector (all three values are then 0; counted)
 """
 from __future__ import annotations
 
@@ -34,6 +45,7 @@ from tml.common.entry_point import CommandError, call_command, command_parser, r
 from tml.common.filesystem import util as fs_util
 
 SUMMARY_FILE = "twhin_features.json"
+SCORE_VALUES = ("score", "score_in_user", "has_score")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +63,23 @@ class TwhinFeature:
         if not (sep and sep2 and column and table and id_column):
             raise ValueError(f"--feature '{text}' is not COLUMN=TABLE:ID_COLUMN (e.g. twhin.user_embedding=user:meta.user_id)")
         return cls(column, table, id_column)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwhinScore:
+    """The TwHIN model's score of (row's `lhs_id_column`, `relation`, row's `rhs_id_column`)."""
+
+    relation: str
+    lhs_id_column: str
+    rhs_id_column: str
+
+    @classmethod
+    def parse(cls, text: str) -> "TwhinScore":
+        relation, sep, rest = text.partition("=")
+        lhs, sep2, rhs = rest.partition(":")
+        if not (sep and sep2 and relation and lhs and rhs):
+            raise ValueError(f"--score '{text}' is not RELATION=LHS_ID_COLUMN:RHS_ID_COLUMN (e.g. liked=meta.user_id:meta.movie_id)")
+        return cls(relation, lhs, rhs)
 
 
 class VectorTable:
@@ -138,6 +167,72 @@ def add_twhin_columns(
     return table, missing
 
 
+class EdgeScorer:
+    """Scores (lhs id, rhs id) pairs with one relation of a trained TwHIN model (see `TwhinScore`)."""
+
+    def __init__(self, score: TwhinScore, export_dir: str, twhin_config: object, mapping_dir: Optional[str] = None) -> None:
+        relations = {r.name: r for r in twhin_config.model.relations}  # type: ignore[attr-defined]
+        if score.relation not in relations:
+            raise KeyError(f"--score relation '{score.relation}' is not a relation of the TwHIN config; "
+                           f"relations: {sorted(relations)[:10]}")
+        chosen = relations[score.relation]
+        self.score, self.export_dir, self.config = score, export_dir, twhin_config
+        self.tables = (chosen.lhs, chosen.rhs)
+        self.lhs = VectorTable(export_dir, chosen.lhs, mapping_dir)
+        self.rhs = VectorTable(export_dir, chosen.rhs, mapping_dir)
+        items = self.rhs.vectors.astype(np.float64)
+        self.item_mean = items.mean(axis=0)
+        self.item_covariance = np.cov(items, rowvar=False, bias=True).reshape(items.shape[1], items.shape[1])
+
+    def values(self, table: pa.Table, where: str) -> tuple[np.ndarray, int]:
+        """([n, 3] score, score_in_user, has_score) for the rows; and how many rows have no score."""
+        from tml.projects.twhin.retrieval import model_queries
+
+        lhs, lhs_found = self.lhs.lookup(_id_array(table, self.score.lhs_id_column, where))
+        rhs, rhs_found = self.rhs.lookup(_id_array(table, self.score.rhs_id_column, where))
+        found = lhs_found & rhs_found
+        out = np.zeros((len(found), len(SCORE_VALUES)), dtype=np.float32)
+        if found.any():
+            query, bias = model_queries(lhs[found], self.export_dir, self.config, self.score.relation, self.tables)
+            query, bias = query.astype(np.float64), bias.astype(np.float64)
+            score = (rhs[found].astype(np.float64) * query).sum(axis=1) + bias
+            mean = query @ self.item_mean + bias
+            std = np.sqrt(np.maximum(np.einsum("nd,de,ne->n", query, self.item_covariance, query), 0.0))
+            out[found, 0] = score
+            out[found, 1] = np.where(std > 0, (score - mean) / np.where(std > 0, std, 1.0), 0.0)
+            out[found, 2] = 1.0
+        return out, int((~found).sum())
+
+
+def append_values(table: pa.Table, column: str, values: np.ndarray, where: str) -> pa.Table:
+    """`table` with the [n, m] float `values` appended to each row's float list `column` (kept in
+    place and kind: fixed or variable size), or added as a new fixed-size column."""
+    matrix = values.astype(np.float32)
+    if column not in table.column_names:
+        return table.append_column(pa.field(column, pa.list_(pa.float32(), matrix.shape[1])), _vector_array(matrix))
+    existing = table.column(column).combine_chunks()
+    kind = existing.type
+    if not (pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)) \
+            or not pa.types.is_floating(kind.value_type):
+        raise TypeError(f"{where}: --score_into column '{column}' is {kind}, expected a list of floats")
+    if existing.null_count:
+        raise ValueError(f"{where}: --score_into column '{column}' has {existing.null_count} null rows")
+    lengths = pc.list_value_length(existing).to_numpy(zero_copy_only=False)
+    if len(lengths) and (lengths != lengths[0]).any():
+        raise ValueError(f"{where}: --score_into column '{column}' has rows of lengths {sorted(set(lengths.tolist()))[:5]}; "
+                         "scores are appended to a block of one width")
+    width = int(lengths[0]) if len(lengths) else 0
+    old = pc.list_flatten(existing).to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(existing), width)
+    merged = np.concatenate([old, matrix], axis=1)
+    flat = pa.array(merged.reshape(-1), type=pa.float32())
+    if pa.types.is_fixed_size_list(kind):
+        array: pa.Array = pa.FixedSizeListArray.from_arrays(flat, merged.shape[1])
+    else:
+        array = pa.ListArray.from_arrays(pa.array(np.arange(len(merged) + 1) * merged.shape[1], pa.int32()), flat)
+    position = table.column_names.index(column)
+    return table.set_column(position, pa.field(column, array.type), array)
+
+
 def load_vector_tables(
     export_dir: str, features: Iterable[TwhinFeature], mapping_dir: Optional[str] = None
 ) -> dict[str, VectorTable]:
@@ -152,9 +247,22 @@ def write_twhin_features(
     mapping_dir: Optional[str] = None,
     drop: Optional[dict[str, float]] = None,
     seed: int = 0,
+    scores: Sequence[TwhinScore] = (),
+    twhin_config: Optional[object] = None,
+    score_into: Optional[str] = None,
 ) -> dict[str, object]:
-    """Join every input file with the TwHIN vectors; returns the summary also saved as twhin_features.json.
-    `drop` (column -> share of rows whose vector is zeroed, seeded by `seed`) is for training data."""
+    """Join every input file with the TwHIN vectors and edge scores; returns the summary also saved as
+    twhin_features.json. `drop` (column -> share of rows whose vector is zeroed, seeded by `seed`) is
+    for training data. `scores` need the model's `twhin_config` (a `TwhinConfig`) and `score_into`."""
+    if not features and not scores:
+        raise ValueError("nothing to write: give --feature and/or --score")
+    if scores and (twhin_config is None or not score_into):
+        raise ValueError("--score needs --twhin_config (the TwHIN model's config) and --score_into (the column "
+                         "the values are appended to, e.g. the continuous block)")
+    if len(set(scores)) != len(scores):
+        raise ValueError(f"a --score is given twice: {[f'{s.relation}={s.lhs_id_column}:{s.rhs_id_column}' for s in scores]}")
+    if score_into and score_into in {f.column for f in features}:
+        raise ValueError(f"--score_into '{score_into}' is also a --feature column")
     unknown = sorted(set(drop or {}) - {f.column for f in features})
     if unknown:
         raise ValueError(f"--drop names {unknown}, which no --feature writes")
@@ -171,8 +279,10 @@ def write_twhin_features(
     if clashes:
         raise ValueError(f"--output_dir {output_dir} holds the input {clashes[0]}; write the joined files elsewhere")
     vectors = load_vector_tables(export_dir, features, mapping_dir)
+    scorers = [EdgeScorer(score, export_dir, twhin_config, mapping_dir) for score in scores]
     os.makedirs(output_dir, exist_ok=True)
     rows, missing = 0, {f.column: 0 for f in features}
+    unscored = [0] * len(scorers)
     for path in paths:
         target = os.path.join(output_dir, os.path.basename(path))
         with fs_util.open_file(path, "rb") as stream:
@@ -182,6 +292,13 @@ def write_twhin_features(
                 for group in range(source.num_row_groups):
                     joined, group_missing = add_twhin_columns(source.read_row_group(group), features, vectors, path,
                                                                 drop, rng)
+                    if scorers:
+                        blocks = []
+                        for position, scorer in enumerate(scorers):
+                            values, without = scorer.values(joined, path)
+                            blocks.append(values)
+                            unscored[position] += without
+                        joined = append_values(joined, score_into, np.concatenate(blocks, axis=1), path)
                     if writer is None:
                         writer = pq.ParquetWriter(target + ".tmp", joined.schema)
                     writer.write_table(joined)
@@ -203,6 +320,11 @@ def write_twhin_features(
             f.column: {"table": f.table, "id_column": f.id_column, "dim": vectors[f.table].dim, "rows_without_vector": missing[f.column]}
             for f in features
         },
+        "scores": {
+            "into": score_into,
+            "values": [f"{s.relation}.{value}" for s in scores for value in SCORE_VALUES],
+            "rows_without_score": {s.relation: unscored[i] for i, s in enumerate(scores)},
+        } if scores else {},
     }
     with open(os.path.join(output_dir, SUMMARY_FILE), "w") as stream:
         json.dump(summary, stream, indent=2)
@@ -214,8 +336,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embeddings", required=True, help="A TwHIN export directory (embeddings export --out_dir).")
     parser.add_argument("--input", required=True, help="Glob of Heavy Ranker Parquet files.")
     parser.add_argument("--output_dir", required=True, help="Where the joined files (same names) are written.")
-    parser.add_argument("--feature", action="append", required=True, metavar="COLUMN=TABLE:ID_COLUMN",
+    parser.add_argument("--feature", action="append", default=[], metavar="COLUMN=TABLE:ID_COLUMN",
                         help="Add COLUMN = vector of TABLE at ID_COLUMN (repeatable).")
+    parser.add_argument("--score", action="append", default=[], metavar="RELATION=LHS_ID_COLUMN:RHS_ID_COLUMN",
+                        help="Append the TwHIN model's score of (LHS id, RELATION, RHS id) to --score_into: "
+                             f"{', '.join(SCORE_VALUES)} (repeatable).")
+    parser.add_argument("--twhin_config", help="The TwHIN config the export was trained with (for --score).")
+    parser.add_argument("--score_into", help="Float list column the --score values are appended to "
+                        "(e.g. movielens_cont__segdense_vals); a new column when absent.")
     parser.add_argument("--id_mapping", help="Folder of <table>.parquet (id, key): the data's ids are keys.")
     parser.add_argument("--drop", action="append", default=[], metavar="COLUMN=SHARE",
                         help="Zero this share of the rows' COLUMN vectors (training data), so that the model "
@@ -234,13 +362,24 @@ def run(args: argparse.Namespace) -> int:
                 drop[column] = float(share)
             except ValueError:
                 raise ValueError(f"--drop '{text}' is not COLUMN=SHARE (e.g. twhin.user_embedding=0.5)") from None
+        scores = [TwhinScore.parse(text) for text in args.score]
+        twhin_config = None
+        if args.twhin_config:
+            from tml.core.config import load_config_from_yaml
+            from tml.projects.twhin.config import TwhinConfig
+
+            twhin_config = load_config_from_yaml(TwhinConfig, args.twhin_config)
         summary = write_twhin_features(args.input, args.output_dir, args.embeddings, features, args.id_mapping,
-                                       drop, args.seed)
+                                       drop, args.seed, scores, twhin_config, args.score_into)
     except (KeyError, ValueError, TypeError) as error:  # bad ids, widths, tables or flags: the message says which
         raise CommandError(error.args[0] if error.args else str(error)) from error
     for column, info in summary["features"].items():  # type: ignore[union-attr]
         print(f"{column}: {info['dim']}-d vectors of '{info['table']}' by {info['id_column']}; "
               f"{info['rows_without_vector']} of {summary['rows']} rows without a vector (zeros)")
+    if summary["scores"]:
+        info = summary["scores"]
+        for relation, without in info["rows_without_score"].items():  # type: ignore[index]
+            print(f"score of '{relation}' appended to {info['into']}; {without} of {summary['rows']} rows without a score (zeros)")  # type: ignore[index]
     print(f"wrote {summary['files']} files to {args.output_dir}")
     return 0
 

@@ -95,3 +95,43 @@ def test_the_retrieval_config_is_movielens_yaml_with_reciprocal_relations_softma
     negatives = {"in_batch_negatives": 0, "global_negatives": 200}
     assert retrieval.train_data == base.train_data.model_copy(update=negatives)
     assert retrieval.model.embeddings == base.model.embeddings
+
+
+@pytest.mark.parametrize("operator", ["translation", "dot", "diagonal", "complex_diagonal"])
+def test_model_queries_give_the_models_score_itself(operator, tmp_path):
+    """x . q + b is the model's score of (u, liked, x) exactly, bias included (the ranker's input)."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tml.projects.twhin.models.config import TwhinModelConfig
+    from tml.projects.twhin.models.models import TwhinModel
+    from tml.projects.twhin.retrieval import model_queries
+
+    torch.manual_seed(1)
+    tables = [{"name": name, "num_embeddings": 30, "embedding_dim": 8, "optimizer": {"sgd": {"lr": 0.1}}}
+              for name in ("user", "movie")]
+    relations = [{"name": "liked", "lhs": "user", "rhs": "movie", "operator": operator},
+                 {"name": "other", "lhs": "movie", "rhs": "user", "operator": operator}]
+    config = TwhinModelConfig(embeddings={"tables": tables}, relations=relations,
+                              translation_optimizer={"sgd": {"lr": 0.1}})
+    model = TwhinModel(config, None, device="cpu")
+    vectors = np.zeros((2, 8), np.float32)
+    if model.all_trans_embs is not None:
+        with torch.no_grad():
+            model.all_trans_embs.normal_()
+        vectors = model.all_trans_embs.detach().numpy()
+    pq.write_table(pa.table({"name": ["liked", "other"], "vector": pa.array(vectors.tolist(), pa.list_(pa.float32()))}),
+                   tmp_path / "relations.parquet")
+    users, movies = torch.randn(4, 8), torch.randn(30, 8)
+    with torch.no_grad():
+        expected = torch.stack([model.score(users[i].expand(30, 8), torch.zeros(30, dtype=torch.long), movies)
+                                for i in range(4)]).numpy()
+    twhin = SimpleNamespace(model=config)
+    query, bias = model_queries(users.numpy(), str(tmp_path), twhin, "liked", ("user", "movie"))
+    np.testing.assert_allclose(query @ movies.numpy().T + bias[:, None], expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="connects movie -> user, not user -> movie"):
+        model_queries(users.numpy(), str(tmp_path), twhin, "other", ("user", "movie"))
+    with pytest.raises(KeyError, match="'nope' is not a relation"):
+        model_queries(users.numpy(), str(tmp_path), twhin, "nope", ("user", "movie"))
