@@ -239,6 +239,7 @@ COMMANDS = [
     ("tml.projects.home.recap.scripts.movielens_compare", True, False),
     ("tml.projects.home.recap.scripts.movielens_twhin_compare", False, False),  # --set for both configs it trains
     ("tml.projects.home.recap.scripts.movielens_retrieve_rank", True, False),
+    ("tml.projects.home.recap.scripts.movielens_candidates", False, False),
 ]
 # Modules runnable with `python -m` that are not on the skeleton, and why.
 NOT_COMMANDS = {

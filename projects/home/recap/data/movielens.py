@@ -33,6 +33,7 @@ import importlib.metadata
 import json
 import os
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -188,6 +189,19 @@ def build_rows(folder: Path, validation_fraction: float) -> tuple[dict[str, np.n
     return columns, num_train
 
 
+def earliest_ratings(folder: Path, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(user ids, movie ids) of the earliest `fraction` of all ratings, in the order and with the
+    rounding of build_rows' split (3 stars included)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the fraction of ratings must be in (0, 1), got {fraction}")
+    ratings = read_atomic_file(folder / "ml-100k.inter")
+    user = np.array(ratings["user_id"], dtype=np.int64)
+    movie = np.array(ratings["item_id"], dtype=np.int64)
+    timestamp = np.array(ratings["timestamp"], dtype=np.float64).astype(np.int64)
+    order = np.lexsort((movie, user, timestamp))[: int(round(len(user) * fraction))]
+    return user[order], movie[order]
+
+
 def _history_at(groups: np.ndarray, values: np.ndarray, query_groups: np.ndarray, query_positions: np.ndarray,
                 fill: float) -> tuple[np.ndarray, np.ndarray]:
     """For rows in time order (position = index): per query (group, position), how many rows of that
@@ -229,8 +243,7 @@ def negative_rows(folder: Path, columns: dict[str, np.ndarray], num_train: int, 
     retrieval stage returns: the model must learn which popular movie, not only popular or not);
     "mixed" draws half of each. Returns the columns and, per negative, the position of its rating."""
     user, movie = columns["meta.user_id"], columns["meta.movie_id"]
-    stars = columns["meta.rating"].astype(np.float64)
-    item_keys, years, item_genres = _movie_table(folder)
+    item_keys, _, _ = _movie_table(folder)
     rng = np.random.default_rng(seed)
     source = np.repeat(np.arange(len(user)), per_rating)
     stride = int(item_keys.max()) + 1
@@ -253,6 +266,65 @@ def negative_rows(folder: Path, columns: dict[str, np.ndarray], num_train: int, 
             break
         picked[clash] = draw(int(clash.sum()))
     source, picked = source[~clash], picked[~clash]
+    return _shown_rows(folder, columns, num_train, source, picked), source
+
+
+def served_candidate_rows(folder: Path, columns: dict[str, np.ndarray], label_start: int, num_train: int,
+                          candidates: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """Retrieval's candidates served at the start of the label period, labelled by what followed: one
+    row per (user, candidate movie) of each user who rates anything in the label period (ratings
+    label_start..num_train of `columns`, in time order), with the features as of that moment
+    (`candidate_columns`) and the labels of the user's rating of the movie in the label period (0
+    when the user does not rate it then). The same construction as the evaluation's (candidates at
+    the split, judged by the ratings after it), one period earlier: the ranker learns to order the
+    candidate set it will be given, watched against retrieved-but-not-watched."""
+    user, movie, stars = columns["meta.user_id"], columns["meta.movie_id"], columns["meta.rating"]
+    period = slice(label_start, num_train)
+    active = set(np.unique(user[period]).tolist())
+    pairs = [(u, m) for u, movies in sorted(candidates.items()) if u in active for m in np.unique(movies).tolist()]
+    users = np.array([u for u, _ in pairs], dtype=np.int64)
+    movies = np.array([m for _, m in pairs], dtype=np.int64)
+    total = len(user)
+    rows = candidate_columns(folder, users, movies, validation_fraction=1.0 - label_start / total)
+    stride = int(max(movie.max(), movies.max() if len(movies) else 0)) + 1
+    later = dict(zip((user[period] * stride + movie[period]).tolist(), stars[period].tolist()))
+    rated = np.array([later.get(key, 0) for key in (users * stride + movies).tolist()], dtype=np.int64)
+    rows["meta.rating"] = rated
+    rows["liked"] = ((rated >= 4)).astype(np.int64)
+    rows["loved"] = (rated == 5).astype(np.int64)
+    rows["disliked"] = ((rated > 0) & (rated <= 2)).astype(np.int64)
+    return rows
+
+
+def read_candidates(path: str) -> dict[int, np.ndarray]:
+    """user id -> movie ids of a Parquet file of (meta.user_id, meta.movie_id) pairs (e.g. the
+    `movielens_candidates` command's output)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"candidate file {path} does not exist (write it with movielens_candidates)")
+    table = pq.read_table(path)
+    missing = [c for c in ("meta.user_id", "meta.movie_id") if c not in table.column_names]
+    if missing:
+        raise ValueError(f"candidate file {path} has no column(s) {missing}; columns: {table.column_names}")
+    users, movies = (table.column(c) for c in ("meta.user_id", "meta.movie_id"))
+    if not (pa.types.is_integer(users.type) and pa.types.is_integer(movies.type)) or users.null_count or movies.null_count:
+        raise ValueError(f"candidate file {path}: meta.user_id and meta.movie_id must be integers without nulls; "
+                         f"found {users.type}, {movies.type}")
+    users_np, movies_np = users.to_numpy().astype(np.int64), movies.to_numpy().astype(np.int64)
+    order = np.argsort(users_np, kind="stable")
+    keys, starts = np.unique(users_np[order], return_index=True)
+    return {int(k): chunk for k, chunk in zip(keys, np.split(movies_np[order], starts[1:]))}
+
+
+def _shown_rows(folder: Path, columns: dict[str, np.ndarray], num_train: int, source: np.ndarray,
+                picked: np.ndarray) -> dict[str, np.ndarray]:
+    """Rows of movies `picked` shown, unrated, at the times of ratings `source`: the rating's user
+    features, the movie's own features and history at that moment, all labels 0."""
+    item_keys, years, item_genres = _movie_table(folder)
+    stars = columns["meta.rating"].astype(np.float64)
+    movie = columns["meta.movie_id"]
     item_rows = _lookup(picked, item_keys, np.arange(len(item_keys)), "movie")
     release_year = years[item_rows]
     known_year = release_year > 0
@@ -268,13 +340,12 @@ def negative_rows(folder: Path, columns: dict[str, np.ndarray], num_train: int, 
     user_width = binary.shape[1] - genres.shape[1] - 1  # gender and occupation come first
     binary[:, user_width:-1], binary[:, -1] = genres, ~known_year
     zeros = np.zeros(len(source), dtype=np.int64)
-    negatives = {
+    return {
         CONTINUOUS: continuous, BINARY: binary, DISCRETE: columns[DISCRETE][source],
         "liked": zeros, "loved": zeros, "disliked": zeros,
-        "meta.user_id": user[source], "meta.movie_id": picked,
+        "meta.user_id": columns["meta.user_id"][source], "meta.movie_id": picked,
         "meta.timestamp": columns["meta.timestamp"][source], "meta.rating": zeros,
     }
-    return negatives, source
 
 
 def candidate_columns(folder: Path, users: np.ndarray, movies: np.ndarray,
@@ -316,13 +387,20 @@ def candidate_columns(folder: Path, users: np.ndarray, movies: np.ndarray,
 
 def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_train_files: int = 4,
                       seed: int = 0, negatives_per_rating: int = 0, negative_sampling: str = "uniform",
-                      label_start_fraction: float = 0.0) -> dict[str, object]:
-    """Write the train and validation splits; returns their statistics (also saved as stats.json)."""
+                      label_start_fraction: float = 0.0, served_candidates: Optional[str] = None) -> dict[str, object]:
+    """Write the train and validation splits; returns their statistics (also saved as stats.json).
+    `served_candidates` (a Parquet file of (meta.user_id, meta.movie_id) candidates retrieved at the
+    label period's start, e.g. `movielens_candidates --cut_fraction` = label_start_fraction) adds
+    them as training rows labelled by the label period's ratings (see served_candidate_rows)."""
     if negatives_per_rating < 0:
         raise ValueError(f"negatives_per_rating must be >= 0, got {negatives_per_rating}")
     if not 0.0 <= label_start_fraction < 1.0 - validation_fraction:
         raise ValueError(f"label_start_fraction must be in [0, 1 - validation_fraction = {1.0 - validation_fraction:g}), "
                          f"got {label_start_fraction}")
+    if served_candidates and label_start_fraction <= 0:
+        raise ValueError("served_candidates are served at the start of the label period: give label_start_fraction > 0 "
+                         "(the --cut_fraction the candidates were retrieved at)")
+    candidates = read_candidates(served_candidates) if served_candidates else None
     schema = load_segdense_schema(SCHEMA_PATH)
     folder = movielens_folder()
     columns, num_train = build_rows(folder, validation_fraction)
@@ -341,6 +419,13 @@ def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_tra
         train_rows = np.random.default_rng(seed).permutation(
             np.concatenate([np.arange(label_start, num_train), negative_index[in_labels]]))
         validation_rows = np.concatenate([validation_rows, negative_index[source >= num_train]])
+    served = 0
+    if candidates is not None:
+        extra = served_candidate_rows(folder, ratings_only, label_start, num_train, candidates)
+        served = len(extra["liked"])
+        first = len(columns["liked"])
+        columns = {name: np.concatenate([columns[name], extra[name]]) for name in columns}
+        train_rows = np.random.default_rng(seed + 1).permutation(np.concatenate([train_rows, first + np.arange(served)]))
     write_split(os.path.join(output_dir, "train"), columns, train_rows, num_train_files, schema)
     write_split(os.path.join(output_dir, "validation"), columns, validation_rows, 1, schema)
     users = ratings_only["meta.user_id"]
@@ -350,6 +435,10 @@ def prepare_movielens(output_dir: str, validation_fraction: float = 0.2, num_tra
         "validation_rows": int(len(validation_rows)),
         "negatives_per_rating": negatives_per_rating,
         "negative_sampling": negative_sampling,
+        "served_candidates": served_candidates,
+        "served_candidate_rows": served,
+        "served_candidate_label_rates": {
+            task: float(extra[task].mean()) if served else 0.0 for task in ("liked", "loved", "disliked")},
         "split_timestamp": int(ratings_only["meta.timestamp"][num_train]),
         "label_start_fraction": label_start_fraction,
         "label_start_timestamp": int(ratings_only["meta.timestamp"][label_start]),

@@ -12,7 +12,7 @@ import argparse
 import json
 from typing import Optional, Sequence
 
-from tml.common.entry_point import call_command, command_parser, library_attributes, run_command
+from tml.common.entry_point import CommandError, call_command, command_parser, library_attributes, run_command
 from tml.common.output_dirs import default_output_dir
 
 __getattr__ = library_attributes("tml.projects.home.recap.data.movielens")
@@ -32,14 +32,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="How negatives are drawn (see negative_rows).")
     parser.add_argument("--label_start_fraction", type=float, default=0.0,
                         help="Train only on ratings after the earliest this share of all ratings (the label period).")
+    parser.add_argument("--served_candidates", metavar="PARQUET",
+                        help="Candidates retrieved at the label period's start (meta.user_id, meta.movie_id; "
+                             "movielens_candidates --cut_fraction = --label_start_fraction): also train on them, "
+                             "labelled by the label period's ratings (see served_candidate_rows).")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from tml.projects.home.recap.data.movielens import prepare_movielens
 
-    stats = prepare_movielens(args.output_dir, args.validation_fraction, args.num_train_files, args.seed,
-                              args.negatives_per_rating, args.negative_sampling, args.label_start_fraction)
+    try:
+        stats = prepare_movielens(args.output_dir, args.validation_fraction, args.num_train_files, args.seed,
+                                  args.negatives_per_rating, args.negative_sampling, args.label_start_fraction,
+                                  args.served_candidates)
+    except ValueError as error:  # bad fractions, counts or candidate file: the message names it
+        raise CommandError(str(error)) from error
     print(json.dumps(stats, indent=2))
     print(f"wrote {args.output_dir}/train/ and {args.output_dir}/validation/")
     return 0

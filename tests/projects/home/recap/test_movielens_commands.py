@@ -25,3 +25,19 @@ def test_a_missing_export_is_one_error_line_and_exit_1(tmp_path):
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     assert "prepare_movielens" in done.stderr  # names what to run
+
+
+def test_bad_candidate_inputs_are_one_error_line_and_exit_1(tmp_path):
+    root = __import__("pathlib").Path(__file__).resolve().parents[4]
+    for command in (
+        ["tml.projects.home.recap.scripts.prepare_movielens", "--output_dir", str(tmp_path / "o"),
+         "--served_candidates", str(tmp_path / "none.parquet"), "--label_start_fraction", "0.4"],
+        ["tml.projects.home.recap.scripts.prepare_movielens", "--output_dir", str(tmp_path / "o"),
+         "--label_start_fraction", "0.9"],
+        ["tml.projects.home.recap.scripts.movielens_candidates", "--embeddings", str(tmp_path / "none"),
+         "--twhin_data", str(tmp_path), "--twhin_config", "projects/twhin/config/movielens_retrieval.yaml",
+         "--cut_fraction", "0.4", "--output", str(tmp_path / "c.parquet")],
+    ):
+        done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True, timeout=120, cwd=root)
+        assert done.returncode == 1, (command, done.stderr)
+        assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr, done.stderr
