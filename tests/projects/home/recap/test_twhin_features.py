@@ -189,3 +189,15 @@ def test_score_bad_inputs_are_named(tmp_path, score_export):
     (score_export / "relations.parquet").unlink()
     with pytest.raises(FileNotFoundError, match="relations.parquet does not exist"):
         write(scores=[tf.TwhinScore("liked", "uid", "mid")], twhin_config=_twhin_config(True), score_into="c")
+
+
+def test_score_appended_to_a_variable_length_list_keeps_its_kind(tmp_path, score_export):
+    _data(tmp_path / "in", "a.parquet", uid=pa.array([0], pa.int64()), mid=pa.array([1], pa.int64()),
+          c=pa.array([[1.5]], pa.list_(pa.float32())))
+    tf.write_twhin_features(str(tmp_path / "in/a.parquet"), str(tmp_path / "out"), str(score_export), [],
+                            scores=[tf.TwhinScore("liked", "uid", "mid")], twhin_config=_twhin_config(True),
+                            score_into="c")
+    out = pq.read_table(tmp_path / "out/a.parquet")
+    assert out.schema.field("c").type == pa.list_(pa.float32())
+    # user 0, movie 1: (2, 0) . (1, 1) = 2; the user's scores 2, 2, -1: (2 - 1) / sqrt(2)
+    np.testing.assert_allclose(out.column("c").to_pylist()[0], [1.5, 2, 1 / np.sqrt(2), 1], rtol=1e-6)
