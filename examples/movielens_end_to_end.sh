@@ -14,14 +14,18 @@
 #    vectors joined into ranker rows of the later ratings (40% to 80%: the label period);
 # 4. train the Heavy Ranker on those rows without and with the TwHIN features (same seed) and
 #    compare per-task validation AUROC;
-# 5. train the Heavy Ranker that ranks (all training rows, no TwHIN features);
+# 5. train the Heavy Ranker that ranks: on the label period's rows with TwHIN's own score of
+#    (user, liked, movie) from that earlier TwHIN as three more continuous inputs
+#    (config/movielens_twhin_score.yaml, 3000 steps), three seeds;
 # 6. for each user, retrieve 100 unseen movies with TwHIN (the `liked` relation's query), rank them
-#    with the Heavy Ranker (by P(liked)), and also by the reciprocal-rank fusion of the ranker's and
-#    TwHIN's orders; compare with TwHIN's order and a most-popular list on what the users liked
-#    later (users split into tune / test halves: settings were chosen on tune; the RESULT lines are
-#    test's, all_* all users').
+#    with the Heavy Ranker (by P(liked); the candidates' score input is the retrieval model's score),
+#    and also by the reciprocal-rank fusion of the ranker's and TwHIN's orders; compare with TwHIN's
+#    order and a most-popular list on what the users liked later (users split into tune / test
+#    halves: settings were chosen on tune; the RESULT lines are test's, all_* all users'; seed 0's
+#    ranker for the headline lines, then the mean over the three seeds, and differences on the same
+#    users with their standard errors).
 # Ends with the tables and RESULT lines. --small runs a few steps of everything (a smoke test: its
-# numbers mean nothing). Full: about 10 minutes on 2 CPU cores (--small: about 2).
+# numbers mean nothing). Full: about 5 minutes on 2 quiet CPU cores (--small: about 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -43,9 +47,9 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"  # small models: a second math th
 export TML_BASE="${TML_BASE:-$PWD}"
 
 if [ "$SMALL" = 1 ]; then
-  TWHIN_STEPS=20; RANKER_STEPS=40; K=20
-else
-  TWHIN_STEPS=500; RANKER_STEPS=1500; K=100
+  TWHIN_STEPS=20; RANKER_STEPS=40; RANK_STEPS=40; K=20; SEEDS="0"
+else  # RANK_STEPS: the ranker that ranks (config/movielens_twhin_score.yaml's choice)
+  TWHIN_STEPS=500; RANKER_STEPS=1500; RANK_STEPS=3000; K=100; SEEDS="0 1 2"
 fi
 RECAP_DATA="$WORK/recap"
 LABEL_DATA="$WORK/recap_label_period"  # ranker rows of ratings after the earlier TwHIN graph
@@ -53,7 +57,7 @@ GRAPH="$WORK/twhin"
 EXPORT="$GRAPH/export"
 EARLY_GRAPH="$WORK/twhin_early"
 TWHIN_CONFIG=projects/twhin/config/movielens_retrieval.yaml
-RANKER_CONFIG=projects/home/recap/config/movielens.yaml
+RANKER_CONFIG=projects/home/recap/config/movielens_twhin_score.yaml
 EARLY=0.4; EARLY_REST=0.6  # TwHIN features from the earliest 40% of the ratings; ranker labels from 40% to 80%
 step() { echo; echo "=== $* ($(date +%H:%M:%S))"; }
 train_twhin() {  # GRAPH_DIR LOG
@@ -87,6 +91,9 @@ for split in train validation; do
   $PY -m tml.projects.home.recap.twhin_features --embeddings "$EARLY_GRAPH/export" --id_mapping "$EARLY_GRAPH/mapping" \
     --input "$LABEL_DATA/$split/*.parquet" --output_dir "$LABEL_DATA/twhin/$split" \
     --feature twhin.user_embedding=user:meta.user_id --feature twhin.movie_embedding=movie:meta.movie_id
+  $PY -m tml.projects.home.recap.twhin_features --embeddings "$EARLY_GRAPH/export" --id_mapping "$EARLY_GRAPH/mapping" \
+    --input "$LABEL_DATA/$split/*.parquet" --output_dir "$LABEL_DATA/score/$split" --twhin_config "$TWHIN_CONFIG" \
+    --score liked=meta.user_id:meta.movie_id --score_into movielens_cont__segdense_vals
 done
 
 step "4/6 train the Heavy Ranker on the label period without and with TwHIN features ($RANKER_STEPS steps each)"
@@ -97,19 +104,28 @@ $PY -m tml.projects.home.recap.scripts.movielens_twhin_compare --data_dir "$LABE
 sed -n '/per-task validation AUROC/,$p' "$WORK/rankers.log" | grep -v '^RESULT'
 GAIN=$(sed -n 's/^RESULT twhin_features_auroc_gain=//p' "$WORK/rankers.log")
 
-step "5/6 train the Heavy Ranker that ranks (all training rows, $RANKER_STEPS steps)"
-$PY -m tml.projects.home.recap.main --config_path "$RANKER_CONFIG" --save_dir "$WORK/ranker" --overwrite_save_dir \
-  --set "train_data.inputs=$RECAP_DATA/train/*.parquet" --set "validation_data.validation.inputs=$RECAP_DATA/validation/*.parquet" \
-  --set "training.num_train_steps=$RANKER_STEPS" --set "training.checkpoint_every_n=$RANKER_STEPS" \
-  --set "training.eval_log_every_n=$RANKER_STEPS" > "$WORK/ranker.log" 2>&1 || { tail -n 30 "$WORK/ranker.log"; exit 1; }
+step "5/6 train the Heavy Ranker that ranks (label period with TwHIN's score, $RANK_STEPS steps, seeds $SEEDS)"
+for seed in $SEEDS; do
+  $PY -m tml.projects.home.recap.main --config_path "$RANKER_CONFIG" --save_dir "$WORK/ranker_$seed" --overwrite_save_dir \
+    --set "train_data.inputs=$LABEL_DATA/score/train/*.parquet" \
+    --set "validation_data.validation.inputs=$LABEL_DATA/score/validation/*.parquet" --set "training.seed=$seed" \
+    --set "training.num_train_steps=$RANK_STEPS" --set "training.checkpoint_every_n=$RANK_STEPS" \
+    --set "training.eval_log_every_n=$RANK_STEPS" > "$WORK/ranker_$seed.log" 2>&1 || { tail -n 30 "$WORK/ranker_$seed.log"; exit 1; }
+done
 
 step "6/6 retrieve $K movies per user with TwHIN, rank them with the Heavy Ranker"
-$PY -m tml.projects.home.recap.scripts.movielens_retrieve_rank --embeddings "$EXPORT" --twhin_data "$GRAPH" \
-  --twhin_config "$TWHIN_CONFIG" --data_dir "$RECAP_DATA" --config_path "$RANKER_CONFIG" --checkpoint "$WORK/ranker" \
-  --output "$WORK/ranked.parquet" --k "$K" --weights liked=1 --fusion_c 10 \
-  > "$WORK/retrieve_rank.log" 2>&1 || { tail -n 30 "$WORK/retrieve_rank.log"; exit 1; }
-grep -v '^RESULT' "$WORK/retrieve_rank.log" | sed -n '/users with training ratings/,$p'
-value() { sed -n "s/^RESULT $1=//p" "$WORK/retrieve_rank.log"; }
+for seed in $SEEDS; do
+  $PY -m tml.projects.home.recap.scripts.movielens_retrieve_rank --embeddings "$EXPORT" --twhin_data "$GRAPH" \
+    --twhin_config "$TWHIN_CONFIG" --twhin_score --data_dir "$RECAP_DATA" --config_path "$RANKER_CONFIG" \
+    --checkpoint "$WORK/ranker_$seed" --output "$WORK/ranked_$seed.parquet" --k "$K" --weights liked=1 --fusion_c 10 \
+    > "$WORK/retrieve_rank_$seed.log" 2>&1 || { tail -n 30 "$WORK/retrieve_rank_$seed.log"; exit 1; }
+done
+grep -v '^RESULT' "$WORK/retrieve_rank_0.log" | sed -n '/users with training ratings/,$p'
+value() { sed -n "s/^RESULT $1=//p" "$WORK/retrieve_rank_0.log"; }
+mean_over_seeds() {  # the mean of RESULT $1 over the seeds' runs
+  for seed in $SEEDS; do sed -n "s/^RESULT $1=//p" "$WORK/retrieve_rank_$seed.log"; done \
+    | awk '{ total += $1; n += 1 } END { printf "%.4f", total / n }'
+}
 
 echo
 echo "RESULT ranked_ndcg_at_10=$(value ranked_ndcg_at_10)"
@@ -120,3 +136,13 @@ echo "RESULT retrieval_recall_at_50=$(value retrieval_recall_at_50)"
 echo "RESULT twhin_features_auroc_gain=$GAIN"
 echo "RESULT all_ranked_ndcg_at_10=$(value all_ranked_ndcg_at_10)"
 echo "RESULT all_popular_ndcg_at_10=$(value all_popular_ndcg_at_10)"
+echo "RESULT all_retrieval_ndcg_at_10=$(value all_retrieval_ndcg_at_10)"
+echo "RESULT ranked_minus_popular_ndcg_at_10=$(value ranked_minus_popular_ndcg_at_10)"
+echo "RESULT ranked_minus_popular_ndcg_at_10_se=$(value ranked_minus_popular_ndcg_at_10_se)"
+echo "RESULT ranked_minus_retrieval_ndcg_at_10=$(value ranked_minus_retrieval_ndcg_at_10)"
+echo "RESULT ranked_minus_retrieval_ndcg_at_10_se=$(value ranked_minus_retrieval_ndcg_at_10_se)"
+echo "RESULT all_ranked_minus_popular_ndcg_at_10_se=$(value all_ranked_minus_popular_ndcg_at_10_se)"
+echo "RESULT seed_mean_ranked_ndcg_at_10=$(mean_over_seeds ranked_ndcg_at_10)"
+echo "RESULT seed_mean_tune_ranked_ndcg_at_10=$(mean_over_seeds tune_ranked_ndcg_at_10)"
+echo "RESULT seed_mean_all_ranked_ndcg_at_10=$(mean_over_seeds all_ranked_ndcg_at_10)"
+echo "RESULT seeds=$(echo $SEEDS | wc -w)"
