@@ -72,7 +72,7 @@ def model_queries(lhs: np.ndarray, export_dir: str, twhin_config: Any, relation:
     must connect. `twhin_config` is a `TwhinConfig`."""
     relations = {r.name: r for r in twhin_config.model.relations}
     if relation not in relations:
-        raise KeyError(f"relation '{relation}' is not a relation of the TwHIN config; relations: {sorted(relations)[:10]}")
+        raise KeyError(f"relation '{relation}' is not a relation of the TwHIN config; relations: {sorted(relations)}")
     chosen = relations[relation]
     if (chosen.lhs, chosen.rhs) != tuple(tables):
         raise ValueError(f"relation '{relation}' connects {chosen.lhs} -> {chosen.rhs}, not {tables[0]} -> {tables[1]}")

@@ -174,7 +174,7 @@ class EdgeScorer:
         relations = {r.name: r for r in twhin_config.model.relations}  # type: ignore[attr-defined]
         if score.relation not in relations:
             raise KeyError(f"--score relation '{score.relation}' is not a relation of the TwHIN config; "
-                           f"relations: {sorted(relations)[:10]}")
+                           f"relations: {sorted(relations)}")
         chosen = relations[score.relation]
         self.score, self.export_dir, self.config = score, export_dir, twhin_config
         self.tables = (chosen.lhs, chosen.rhs)
