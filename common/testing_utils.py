@@ -18,13 +18,15 @@ import torch.multiprocessing as mp
 @contextlib.contextmanager
 def single_process_group() -> Iterator[None]:
     """A world-size-1 gloo group backed by an in-memory store: no ports, no environment."""
+    from tml.common import device
+
     if dist.is_initialized():
         raise RuntimeError("a default process group already exists; nested groups are not supported")
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    device.init_process_group(backend="gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         yield
     finally:
-        dist.destroy_process_group()
+        device.teardown()
 
 
 # Kept for readers of the original, whose tests used this name.
@@ -49,6 +51,8 @@ def _rank_entry(
 ) -> None:
     import torch
 
+    from tml.common import device
+
     # A rank that aborts in C++ then still shows where each Python thread was.
     faulthandler.enable()
     os.environ.update(
@@ -64,7 +68,7 @@ def _rank_entry(
     try:
         # The parent hosts the store, as torchrun's agent does: no rank owns the server thread.
         store = dist.TCPStore("127.0.0.1", port, world_size, is_master=False)
-        dist.init_process_group("gloo", store=store, rank=rank, world_size=world_size)
+        device.init_process_group(backend="gloo", store=store, rank=rank, world_size=world_size)
     except BaseException:  # noqa: BLE001 - the parent re-raises it with this rank's traceback
         _record(result_dir, rank, ("error", traceback.format_exc(), time.time()))
         return
@@ -75,7 +79,7 @@ def _rank_entry(
     # Recorded before the teardown, which then cannot lose it: peers fail only once this rank
     # leaves the group, and a rank that dies after this point is told apart from one that failed.
     _record(result_dir, rank, outcome)
-    dist.destroy_process_group()
+    device.teardown()
 
 
 def _signal_name(exitcode: int) -> str:
@@ -93,8 +97,8 @@ def run_on_ranks(
     Returns the per-rank return values. `fn` must be importable (module level). A rank that raises,
     dies before `fn` returned, or exceeds `timeout_s` fails the call with that rank's traceback, and
     every rank is killed. A rank that dies after recording its result (in process-group or
-    interpreter teardown: CI once saw torch abort there with "terminate called without an active
-    exception") does not fail the function under test; it is reported as a warning.
+    interpreter teardown, as gloo's threads once made ranks abort: see `device.teardown`) does not
+    fail the function under test; it is reported as a warning.
     """
     import torch
 

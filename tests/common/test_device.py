@@ -5,7 +5,11 @@ import torch.distributed as dist
 from tml.common import device as device_lib
 from tml.common.testing_utils import run_on_ranks
 
-from rank_fns_device import describe_existing_group, reinitialise_from_torchrun_environment
+from rank_fns_device import (
+    describe_existing_group,
+    gloo_threads_through_teardown,
+    reinitialise_from_torchrun_environment,
+)
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
 
@@ -86,3 +90,18 @@ def test_under_a_torchrun_environment_the_group_comes_from_the_variables():
             "backend": "gloo",
             "sum_of_ranks_plus_one": 3.0,
         }
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="counts gloo's threads")
+def test_teardown_frees_a_sharded_models_group_and_joins_its_gloo_threads():
+    """The cause of the rare SIGABRT at exit ("terminate called without an active exception"): a
+    group outliving `destroy_process_group` (torchrec's sharding imports a torch module that pins
+    it; sharded modules hold it in reference cycles) left gloo's threads running into interpreter
+    shutdown, where one releasing a tensor was killed inside a C++ destructor."""
+    for result in run_on_ranks(gloo_threads_through_teardown, 2, timeout_s=90):
+        assert result["while_training"] >= 2  # at least one worker and the transport loop
+        assert result["after_teardown"] == 0
+        assert result["while_held"] > 0
+        assert len(result["warned"]) == 1 and "still references the group" in result["warned"][0]
+        assert result["after_release"] == 0

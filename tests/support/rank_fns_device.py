@@ -53,3 +53,36 @@ def reinitialise_from_torchrun_environment(rank: int, world_size: int) -> dict:
         "backend": dist.get_backend(),
         "sum_of_ranks_plus_one": total.item(),
     }
+
+
+def gloo_threads_through_teardown(rank: int, world_size: int) -> dict:
+    """gloo threads while a sharded model trains, after teardown, and after a teardown that leaves
+    a group referenced (which must warn)."""
+    from unittest import mock
+
+    from tml.common import device as device_lib
+    from tiny_recsys import build_sharded, train_steps
+
+    def train() -> None:  # the model goes out of scope as in a job's main
+        model, optimizer = build_sharded("table_wise", seed=0)
+        train_steps(model, optimizer, range(1, 3), rank)
+
+    train()
+    while_training = device_lib.gloo_threads_alive()
+    device_lib.teardown()
+    after_teardown = device_lib.gloo_threads_alive()
+
+    device_lib.init_process_group(backend="gloo", store=dist.HashStore(), rank=0, world_size=1)
+    held = dist.group.WORLD
+    with mock.patch.object(device_lib.logging, "warning") as warning:
+        device_lib.teardown()
+    while_held = device_lib.gloo_threads_alive()
+    del held
+    device_lib.teardown()
+    return {
+        "while_training": while_training,
+        "after_teardown": after_teardown,
+        "while_held": while_held,
+        "warned": [call.args[0] % call.args[1:] for call in warning.call_args_list],
+        "after_release": device_lib.gloo_threads_alive(),
+    }
