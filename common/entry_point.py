@@ -298,6 +298,14 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _remember_interrupt(signum: int, frame: Any) -> None:
+    """While an error is being reported: a launcher stopping this rank (torchrun sends SIGTERM to the
+    others when one rank fails) must not cut the report into a traceback."""
+    del signum, frame
+    global _interrupted
+    _interrupted = True
+
+
 def _print_error(prefix: str, error: BaseException) -> None:
     if os.environ.get(TRACEBACK_VARIABLE, "").strip() not in ("", "0"):
         traceback.print_exception(error)
@@ -358,6 +366,8 @@ def call_command(
             print("\n" + interrupt_message(), file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - sorted into the user's errors and bugs below
+        for sig in previous:
+            signal.signal(sig, _remember_interrupt)
         if _interrupted:  # a consequence of the interruption (e.g. a collective whose peer stopped)
             if _is_chief_process():
                 print("\n" + interrupt_message(), file=sys.stderr)

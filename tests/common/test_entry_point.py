@@ -214,6 +214,40 @@ def test_ctrl_c_under_a_launcher(tmp_path, launcher):
         assert process.returncode == EXIT_INTERRUPTED and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("failure", ["command_error", "killed"])
+def test_a_failing_worker_under_tml_launch_ends_in_its_own_lines(tmp_path, failure):
+    """Both ranks hit a user error; rank 1 is still writing its message when torchrun, seeing rank 0
+    fail, sends it SIGTERM: each prints its `error:` line (no KeyboardInterrupt traceback), then one
+    launcher line names the rank, exit 1 (torchrun would add a ChildFailedError traceback and a
+    failure table). A worker killed by a signal: the launcher line names it, exit 128 + signal."""
+    script = tmp_path / "failing.py"
+    script.write_text(
+        "import os, time\n"
+        "from tml.common.entry_point import CommandError, command_parser, run_command\n"
+        "class SlowToDescribe(CommandError):\n"
+        "    def __str__(self):\n"
+        "        if os.environ['RANK'] == '1':\n"
+        "            time.sleep(3)  # rank 0 has failed meanwhile; torchrun stops this rank\n"
+        "        return 'no edge file matches /nowhere/*.parquet'\n"
+        "def main(args):\n"
+        f"    if {failure!r} == 'killed' and os.environ['RANK'] == '1':\n"
+        "        os.abort()\n"
+        "    raise SlowToDescribe()\n"
+        "run_command(command_parser('x', config='none'), main)\n"
+    )
+    command = [sys.executable, "-m", "tml.common.launch", "--standalone", "--nproc_per_node", "2", str(script)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stderr and "ChildFailedError" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    if failure == "command_error":
+        assert result.returncode == EXIT_FAILURE, result.stderr
+        assert result.stderr.count("error: no edge file matches /nowhere/*.parquet") == 2, result.stderr
+        assert re.fullmatch(r"error: \S*failing\.py: rank 0 exited with code 1 \(its message is above\)", last), last
+    else:
+        assert result.returncode == 128 + 6, result.stderr
+        assert re.fullmatch(r"error: \S*failing\.py: rank 1 was killed by SIGABRT", last), result.stderr
+
+
 # Every command and the shared flags it must take: (module, config flags, run flags).
 COMMANDS = [
     ("tml.projects.home.recap.main", True, True),
