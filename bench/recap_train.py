@@ -244,9 +244,9 @@ def main() -> None:
             print(f"RESULT recap_{name}_examples_per_s_b{batch_size}={median(name, batch_size):.1f}")
         for name in [side.name for side in sides] + ["linear_products"]:
             print(f"RESULT recap_{name}_gflops_b{batch_size}={gflops(name, batch_size):.1f}")
-    device_lib.teardown()
 
 
 if __name__ == "__main__":
     main()
+    device_lib.teardown()  # once main's models are gone, so that the process group is freed with them
     sys.stdout.flush()

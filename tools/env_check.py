@@ -9,8 +9,12 @@ import argparse
 import importlib.metadata
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 from tml.common.entry_point import command_parser, run_command
+
+if TYPE_CHECKING:
+    import torch
 
 
 def _version(distribution: str) -> str:
@@ -21,34 +25,38 @@ def _version(distribution: str) -> str:
 
 
 def _sharded_embedding_forward() -> str:
-    import torch
-    import torchrec
-    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
-
     from tml.common.device import setup_and_get_device, teardown
-    from tml.common.sharding import maybe_shard_model, quiet_torchrec_warnings
-    from tml.core.optimizers import apply_embedding_optimizers
-    from tml.core.optimizers.config import EmbeddingOptimizerConfig, FusedSgdConfig
+    from tml.common.sharding import quiet_torchrec_warnings
 
     quiet_torchrec_warnings()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     device = setup_and_get_device()
     try:
-        tables = [
-            torchrec.EmbeddingBagConfig(name="t0", embedding_dim=8, num_embeddings=16, feature_names=["f0"]),
-        ]
-        module = torchrec.EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
-        apply_embedding_optimizers(module, {"t0": EmbeddingOptimizerConfig(sgd=FusedSgdConfig(lr=0.1))})
-        sharded = maybe_shard_model(module, device)
-        ids = KeyedJaggedTensor.from_lengths_sync(
-            keys=["f0"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([2, 1])
-        ).to(device)
-        pooled = sharded(ids).to_dict()["f0"]
-        if tuple(pooled.shape) != (2, 8) or not torch.isfinite(pooled).all():
-            raise RuntimeError(f"unexpected pooled output {tuple(pooled.shape)}")
-        return f"ok (sharded EmbeddingBagCollection forward on {device})"
+        return _forward_through_a_sharded_table(device)
     finally:
-        teardown()
+        teardown()  # after the sharded module is gone, so that the group is freed with it
+
+
+def _forward_through_a_sharded_table(device: "torch.device") -> str:
+    import torch
+    import torchrec
+    from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+    from tml.common.sharding import maybe_shard_model
+    from tml.core.optimizers import apply_embedding_optimizers
+    from tml.core.optimizers.config import EmbeddingOptimizerConfig, FusedSgdConfig
+
+    tables = [torchrec.EmbeddingBagConfig(name="t0", embedding_dim=8, num_embeddings=16, feature_names=["f0"])]
+    module = torchrec.EmbeddingBagCollection(tables=tables, device=torch.device("meta"))
+    apply_embedding_optimizers(module, {"t0": EmbeddingOptimizerConfig(sgd=FusedSgdConfig(lr=0.1))})
+    sharded = maybe_shard_model(module, device)
+    ids = KeyedJaggedTensor.from_lengths_sync(
+        keys=["f0"], values=torch.tensor([1, 2, 3]), lengths=torch.tensor([2, 1])
+    ).to(device)
+    pooled = sharded(ids).to_dict()["f0"]
+    if tuple(pooled.shape) != (2, 8) or not torch.isfinite(pooled).all():
+        raise RuntimeError(f"unexpected pooled output {tuple(pooled.shape)}")
+    return f"ok (sharded EmbeddingBagCollection forward on {device})"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,6 +34,7 @@ def main() -> None:
     with torch.no_grad():
         probabilities = model(make_batch(99_999, 64))[1]["probabilities"]
     torch.save({"params": plain_tensors(model.state_dict()), "probabilities": probabilities}, out)
+    del model, optimizer  # the process group is freed with them (see teardown)
     teardown()
 
 
