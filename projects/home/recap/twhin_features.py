@@ -58,11 +58,7 @@ class TwhinFeature:
 
     @classmethod
     def parse(cls, text: str) -> "TwhinFeature":
-        column, sep, rest = text.partition("=")
-        table, sep2, id_column = rest.partition(":")
-        if not (sep and sep2 and column and table and id_column):
-            raise ValueError(f"--feature '{text}' is not COLUMN=TABLE:ID_COLUMN (e.g. twhin.user_embedding=user:meta.user_id)")
-        return cls(column, table, id_column)
+        return cls(*_three_parts(text, "--feature", "COLUMN=TABLE:ID_COLUMN", "twhin.user_embedding=user:meta.user_id"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +71,16 @@ class TwhinScore:
 
     @classmethod
     def parse(cls, text: str) -> "TwhinScore":
-        relation, sep, rest = text.partition("=")
-        lhs, sep2, rhs = rest.partition(":")
-        if not (sep and sep2 and relation and lhs and rhs):
-            raise ValueError(f"--score '{text}' is not RELATION=LHS_ID_COLUMN:RHS_ID_COLUMN (e.g. liked=meta.user_id:meta.movie_id)")
-        return cls(relation, lhs, rhs)
+        return cls(*_three_parts(text, "--score", "RELATION=LHS_ID_COLUMN:RHS_ID_COLUMN", "liked=meta.user_id:meta.movie_id"))
+
+
+def _three_parts(text: str, flag: str, form: str, example: str) -> tuple[str, str, str]:
+    """'A=B:C' as (A, B, C), all non-empty."""
+    first, sep, rest = text.partition("=")
+    second, sep2, third = rest.partition(":")
+    if not (sep and sep2 and first and second and third):
+        raise ValueError(f"{flag} '{text}' is not {form} (e.g. {example})")
+    return first, second, third
 
 
 class VectorTable:
