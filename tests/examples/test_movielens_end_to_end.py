@@ -42,3 +42,10 @@ def test_small_end_to_end_prints_the_table_and_results(tmp_path):
     scored = json.loads((tmp_path / "recap_label_period/score/train/twhin_features.json").read_text())
     assert scored["scores"]["values"] == ["liked.score", "liked.score_in_user", "liked.has_score"]
     assert json.loads((tmp_path / "ranked_0.metrics.json").read_text())["counts"]["twhin_score"] is True
+
+
+def test_a_bad_cut_is_refused_before_anything_runs(tmp_path):
+    done = subprocess.run(["bash", str(REPO / "examples/movielens_end_to_end.sh"), "--cut", "0.99", "--work_dir",
+                           str(tmp_path / "w")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--cut must be a fraction" in done.stderr
+    assert not (tmp_path / "w").exists()
