@@ -34,7 +34,7 @@ import argparse
 import dataclasses
 import json
 import os
-from typing import Iterable, Optional, Sequence
+from typing import Any, ClassVar, Iterable, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -48,39 +48,40 @@ SUMMARY_FILE = "twhin_features.json"
 SCORE_VALUES = ("score", "score_in_user", "has_score")
 
 
+class _FlagSpec:
+    """A flag's value `A=B:C`, parsed into the three fields of the dataclass that inherits this."""
+
+    FLAG: ClassVar[str]
+    FORM: ClassVar[str]
+    EXAMPLE: ClassVar[str]
+
+    @classmethod
+    def parse(cls, text: str) -> Any:
+        first, sep, rest = text.partition("=")
+        second, sep2, third = rest.partition(":")
+        if not (sep and sep2 and first and second and third):
+            raise ValueError(f"{cls.FLAG} '{text}' is not {cls.FORM} (e.g. {cls.EXAMPLE})")
+        return cls(first, second, third)  # type: ignore[call-arg]
+
+
 @dataclasses.dataclass(frozen=True)
-class TwhinFeature:
+class TwhinFeature(_FlagSpec):
     """Output column `column` = vector of TwHIN table `table` at the row's `id_column`."""
 
+    FLAG, FORM, EXAMPLE = "--feature", "COLUMN=TABLE:ID_COLUMN", "twhin.user_embedding=user:meta.user_id"
     column: str
     table: str
     id_column: str
 
-    @classmethod
-    def parse(cls, text: str) -> "TwhinFeature":
-        return cls(*_three_parts(text, "--feature", "COLUMN=TABLE:ID_COLUMN", "twhin.user_embedding=user:meta.user_id"))
-
 
 @dataclasses.dataclass(frozen=True)
-class TwhinScore:
+class TwhinScore(_FlagSpec):
     """The TwHIN model's score of (row's `lhs_id_column`, `relation`, row's `rhs_id_column`)."""
 
+    FLAG, FORM, EXAMPLE = "--score", "RELATION=LHS_ID_COLUMN:RHS_ID_COLUMN", "liked=meta.user_id:meta.movie_id"
     relation: str
     lhs_id_column: str
     rhs_id_column: str
-
-    @classmethod
-    def parse(cls, text: str) -> "TwhinScore":
-        return cls(*_three_parts(text, "--score", "RELATION=LHS_ID_COLUMN:RHS_ID_COLUMN", "liked=meta.user_id:meta.movie_id"))
-
-
-def _three_parts(text: str, flag: str, form: str, example: str) -> tuple[str, str, str]:
-    """'A=B:C' as (A, B, C), all non-empty."""
-    first, sep, rest = text.partition("=")
-    second, sep2, third = rest.partition(":")
-    if not (sep and sep2 and first and second and third):
-        raise ValueError(f"{flag} '{text}' is not {form} (e.g. {example})")
-    return first, second, third
 
 
 class VectorTable:
