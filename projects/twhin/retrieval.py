@@ -49,18 +49,20 @@ def load_relation_vector(export_dir: str, name: str) -> np.ndarray:
 
 
 def relation_queries(lhs: np.ndarray, operator: Operator | str, relation: Optional[np.ndarray],
-                     reverse: Optional[np.ndarray] = None) -> np.ndarray:
-    """[Q, D] query vectors q with score(lhs, relation, x) = x · q + (a term constant in x), for the
-    rhs table's items x. `reverse` (the relation's reverse vector) is given for relation-aware models:
-    they rank rhs candidates with the reverse relation's head query, as their training did."""
+                     reverse: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray]:
+    """([Q, D] query vectors q, [Q] biases b) with score(lhs, relation, x) = x · q + b for the rhs
+    table's items x. `reverse` (the relation's reverse vector) is given for relation-aware models:
+    they rank rhs candidates with the reverse relation's head query, as their training did. Operators
+    without a bias term give b = 0."""
     scorer = OPERATORS[Operator(operator)]
     nodes = torch.from_numpy(np.ascontiguousarray(lhs, dtype=np.float32))
     if reverse is not None:
-        query, _ = scorer.head_query(nodes, torch.from_numpy(np.asarray(reverse, dtype=np.float32)))
+        query, bias = scorer.head_query(nodes, torch.from_numpy(np.asarray(reverse, dtype=np.float32)))
     else:
         vector = None if relation is None else torch.from_numpy(np.asarray(relation, dtype=np.float32))
-        query, _ = scorer.tail_query(nodes, vector)
-    return query.numpy()
+        query, bias = scorer.tail_query(nodes, vector)
+    bias = torch.zeros(len(nodes)) if bias is None else bias
+    return query.numpy(), bias.numpy()
 
 
 def model_queries(lhs: np.ndarray, export_dir: str, twhin_config: Any, relation: str,
@@ -76,16 +78,10 @@ def model_queries(lhs: np.ndarray, export_dir: str, twhin_config: Any, relation:
     chosen = relations[relation]
     if (chosen.lhs, chosen.rhs) != tuple(tables):
         raise ValueError(f"relation '{relation}' connects {chosen.lhs} -> {chosen.rhs}, not {tables[0]} -> {tables[1]}")
-    scorer = OPERATORS[Operator(chosen.operator)]
-    nodes = torch.from_numpy(np.ascontiguousarray(lhs, dtype=np.float32))
     if twhin_config.model.relation_aware:
-        reverse = torch.from_numpy(load_relation_vector(export_dir, relation + REVERSE_SUFFIX))
-        query, bias = scorer.head_query(nodes, reverse)
-    else:
-        forward = torch.from_numpy(load_relation_vector(export_dir, relation)) if scorer.uses_relation_vector else None
-        query, bias = scorer.tail_query(nodes, forward)
-    bias = torch.zeros(len(nodes)) if bias is None else bias
-    return query.numpy(), bias.numpy()
+        return relation_queries(lhs, chosen.operator, None, load_relation_vector(export_dir, relation + REVERSE_SUFFIX))
+    uses_vector = OPERATORS[Operator(chosen.operator)].uses_relation_vector
+    return relation_queries(lhs, chosen.operator, load_relation_vector(export_dir, relation) if uses_vector else None)
 
 
 def excluded_lists(query_rows: np.ndarray, seen_queries: np.ndarray, seen_items: np.ndarray) -> list[np.ndarray]:

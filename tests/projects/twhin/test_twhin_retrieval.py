@@ -73,7 +73,7 @@ def test_relation_queries_rank_items_as_the_model_scores_them(operator, relation
     vectors = None if model.all_trans_embs is None else model.all_trans_embs.detach().numpy()
     forward = None if vectors is None else vectors[0]
     reverse = None if vectors is None or not relation_aware else vectors[2]
-    queries = relation_queries(users.numpy(), operator, forward, reverse)
+    queries, _ = relation_queries(users.numpy(), operator, forward, reverse)
     got = queries @ movies.numpy().T
     # equal up to a per-user constant (the translation's u . r): the same ranking of the items
     np.testing.assert_allclose(got - got[:, :1], expected - expected[:, :1], rtol=1e-4, atol=1e-4)
