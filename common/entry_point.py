@@ -289,21 +289,19 @@ def interrupt_message() -> str:
 _interrupted = False
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    """SIGINT and SIGTERM: remembered, so an error that the stop causes (a peer rank gone in the
-    middle of a collective) is reported as the interruption it is, not as a crash."""
-    del signum, frame
-    global _interrupted
-    _interrupted = True
-    raise KeyboardInterrupt
-
-
 def _remember_interrupt(signum: int, frame: Any) -> None:
     """While an error is being reported: a launcher stopping this rank (torchrun sends SIGTERM to the
     others when one rank fails) must not cut the report into a traceback."""
     del signum, frame
     global _interrupted
     _interrupted = True
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    """SIGINT and SIGTERM: remembered, so an error that the stop causes (a peer rank gone in the
+    middle of a collective) is reported as the interruption it is, not as a crash."""
+    _remember_interrupt(signum, frame)
+    raise KeyboardInterrupt
 
 
 def _print_error(prefix: str, error: BaseException) -> None:

@@ -33,12 +33,16 @@ def single_process_group() -> Iterator[None]:
 mock_pg = single_process_group
 
 
+def _result_path(result_dir: str, rank: int) -> str:
+    return os.path.join(result_dir, f"rank{rank}.pt")
+
+
 def _record(result_dir: str, rank: int, outcome: tuple[str, Any, float]) -> None:
     import torch
 
-    partial = os.path.join(result_dir, f"rank{rank}.pt.partial")
-    torch.save(outcome, partial)
-    os.replace(partial, os.path.join(result_dir, f"rank{rank}.pt"))
+    path = _result_path(result_dir, rank)
+    torch.save(outcome, path + ".partial")
+    os.replace(path + ".partial", path)
 
 
 def _rank_entry(
@@ -104,7 +108,7 @@ def run_on_ranks(
 
     with tempfile.TemporaryDirectory(prefix="tml-ranks-") as result_dir:
         def recorded(rank: int) -> bool:
-            return os.path.exists(os.path.join(result_dir, f"rank{rank}.pt"))
+            return os.path.exists(_result_path(result_dir, rank))
 
         # Port 0: the kernel picks a free one while binding, so no other process can take it first.
         store = dist.TCPStore("127.0.0.1", 0, None, is_master=True, wait_for_workers=False)
@@ -136,7 +140,7 @@ def run_on_ranks(
                 how = "" if process.exitcode in (0, None) else f" ({_signal_name(process.exitcode)})"
                 failures.append((float("inf"), f"rank {rank} of {fn.__name__} exited without a result{how}"))
                 continue
-            status, value, finished_at = torch.load(os.path.join(result_dir, f"rank{rank}.pt"), weights_only=False)
+            status, value, finished_at = torch.load(_result_path(result_dir, rank), weights_only=False)
             if status == "error":
                 failures.append((finished_at, f"rank {rank} of {fn.__name__} failed:\n{value}"))
             elif process.exitcode != 0:
