@@ -9,8 +9,8 @@ the `--k` movies that the `--relation`'s query of the TwHIN model ranks highest,
 movies the user rated by then (as `movielens_retrieve_rank` retrieves). Written as Parquet
 (meta.user_id, meta.movie_id, retrieval_rank, retrieval_score). The TwHIN model must know only
 those earliest ratings (TwHIN's `prepare_movielens --split time --validation_fraction 1-F`): the
-file then feeds `prepare_movielens --candidate_negatives` for the ratings after the cut, whose
-retrieved-but-unrated movies are the negatives the ranker meets at serving time.
+file then feeds `prepare_movielens --label_start_fraction F --served_candidates FILE` for the ratings
+after the cut, whose retrieved-but-unrated movies are the negatives the ranker meets at serving time.
 """
 from __future__ import annotations
 
