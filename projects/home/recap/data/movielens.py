@@ -157,18 +157,32 @@ def _feature_blocks(users_file: dict[str, list[str]], items: dict[str, list[str]
     return {CONTINUOUS: continuous, BINARY: binary, DISCRETE: discrete.astype(np.int64)}
 
 
-def build_rows(folder: Path, validation_fraction: float) -> tuple[dict[str, np.ndarray], int]:
-    """All ratings in time order as columns keyed by segdense name; and the number of training rows."""
+def ratings_in_time_order(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(user ids, movie ids, stars, timestamps) of every rating, in time order (ties by user, then
+    movie): the order every split of the ratings cuts."""
     ratings = read_atomic_file(folder / "ml-100k.inter")
-    users = read_atomic_file(folder / "ml-100k.user")
-    items = read_atomic_file(folder / "ml-100k.item")
-
     user = np.array(ratings["user_id"], dtype=np.int64)
     movie = np.array(ratings["item_id"], dtype=np.int64)
     stars = np.array(ratings["rating"], dtype=np.float64).astype(np.int64)
     timestamp = np.array(ratings["timestamp"], dtype=np.float64).astype(np.int64)
     order = np.lexsort((movie, user, timestamp))
-    user, movie, stars, timestamp = user[order], movie[order], stars[order], timestamp[order]
+    return user[order], movie[order], stars[order], timestamp[order]
+
+
+def labels_of(stars: np.ndarray) -> dict[str, np.ndarray]:
+    """The three labels of a rating's stars (0: not rated, every label 0)."""
+    return {
+        "liked": (stars >= 4).astype(np.int64),
+        "loved": (stars == 5).astype(np.int64),
+        "disliked": ((stars > 0) & (stars <= 2)).astype(np.int64),
+    }
+
+
+def build_rows(folder: Path, validation_fraction: float) -> tuple[dict[str, np.ndarray], int]:
+    """All ratings in time order as columns keyed by segdense name; and the number of training rows."""
+    users = read_atomic_file(folder / "ml-100k.user")
+    items = read_atomic_file(folder / "ml-100k.item")
+    user, movie, stars, timestamp = ratings_in_time_order(folder)
     num_train = int(round(len(stars) * (1.0 - validation_fraction)))
     if not 0 < num_train < len(stars):
         raise ValueError(f"validation_fraction {validation_fraction} leaves no training or no validation rows")
@@ -178,9 +192,7 @@ def build_rows(folder: Path, validation_fraction: float) -> tuple[dict[str, np.n
     columns = {
         **_feature_blocks(users, items, user, movie, rating_year, earlier_stats(user, stars, fill),
                           earlier_stats(movie, stars, fill)),
-        "liked": (stars >= 4).astype(np.int64),
-        "loved": (stars == 5).astype(np.int64),
-        "disliked": (stars <= 2).astype(np.int64),
+        **labels_of(stars),
         "meta.user_id": user,
         "meta.movie_id": movie,
         "meta.timestamp": timestamp,
@@ -194,12 +206,9 @@ def earliest_ratings(folder: Path, fraction: float) -> tuple[np.ndarray, np.ndar
     rounding of build_rows' split (3 stars included)."""
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"the fraction of ratings must be in (0, 1), got {fraction}")
-    ratings = read_atomic_file(folder / "ml-100k.inter")
-    user = np.array(ratings["user_id"], dtype=np.int64)
-    movie = np.array(ratings["item_id"], dtype=np.int64)
-    timestamp = np.array(ratings["timestamp"], dtype=np.float64).astype(np.int64)
-    order = np.lexsort((movie, user, timestamp))[: int(round(len(user) * fraction))]
-    return user[order], movie[order]
+    user, movie, _, _ = ratings_in_time_order(folder)
+    earliest = int(round(len(user) * fraction))
+    return user[:earliest], movie[:earliest]
 
 
 def _history_at(groups: np.ndarray, values: np.ndarray, query_groups: np.ndarray, query_positions: np.ndarray,
@@ -290,9 +299,7 @@ def served_candidate_rows(folder: Path, columns: dict[str, np.ndarray], label_st
     later = dict(zip((user[period] * stride + movie[period]).tolist(), stars[period].tolist()))
     rated = np.array([later.get(key, 0) for key in (users * stride + movies).tolist()], dtype=np.int64)
     rows["meta.rating"] = rated
-    rows["liked"] = ((rated >= 4)).astype(np.int64)
-    rows["loved"] = (rated == 5).astype(np.int64)
-    rows["disliked"] = ((rated > 0) & (rated <= 2)).astype(np.int64)
+    rows.update(labels_of(rated))
     return rows
 
 
@@ -353,18 +360,15 @@ def candidate_columns(folder: Path, users: np.ndarray, movies: np.ndarray,
     """Rows of the same layout for (user, movie) pairs nobody rated, as if shown at the time of the
     split: the users' and movies' history features count every training rating (the state when the
     validation period starts); labels are 0 (candidates have none)."""
-    ratings = read_atomic_file(folder / "ml-100k.inter")
     users_file = read_atomic_file(folder / "ml-100k.user")
     items = read_atomic_file(folder / "ml-100k.item")
-    user = np.array(ratings["user_id"], dtype=np.int64)
-    movie = np.array(ratings["item_id"], dtype=np.int64)
-    stars = np.array(ratings["rating"], dtype=np.float64)
-    timestamp = np.array(ratings["timestamp"], dtype=np.float64).astype(np.int64)
-    order = np.lexsort((movie, user, timestamp))
-    num_train = int(round(len(order) * (1.0 - validation_fraction)))
-    train = order[:num_train]
+    user, movie, stars, timestamp = ratings_in_time_order(folder)
+    stars = stars.astype(np.float64)
+    num_train = int(round(len(user) * (1.0 - validation_fraction)))
+    train = slice(0, num_train)
     fill = float(stars[train].mean())
-    split_year = int(np.datetime64(int(timestamp[order[num_train]]), "s").astype("datetime64[Y]").astype(np.int64)) + 1970
+    split_time = int(timestamp[num_train])
+    split_year = int(np.datetime64(split_time, "s").astype("datetime64[Y]").astype(np.int64)) + 1970
 
     def history(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         counts = np.bincount(keys[train], minlength=int(max(keys.max(), ids.max())) + 1).astype(np.float64)
@@ -380,7 +384,7 @@ def candidate_columns(folder: Path, users: np.ndarray, movies: np.ndarray,
         "liked": zeros, "loved": zeros, "disliked": zeros,
         "meta.user_id": users,
         "meta.movie_id": movies,
-        "meta.timestamp": np.full(len(users), int(timestamp[order[num_train]]), dtype=np.int64),
+        "meta.timestamp": np.full(len(users), split_time, dtype=np.int64),
         "meta.rating": zeros,
     }
 
