@@ -1,13 +1,16 @@
 """Settings shared by every training entry point: the loop's schedule and the runtime switches."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 import pydantic
 from pydantic import NonNegativeInt, PositiveFloat, PositiveInt
 
 from tml.common.wandb import WandbConfig
 from tml.core.config.base_config import BaseConfig
+
+
+LinearKernel = Literal["auto", "torch", "onednn"]
 
 
 class RuntimeConfig(BaseConfig):
@@ -21,6 +24,12 @@ class RuntimeConfig(BaseConfig):
     )
     enable_amp: bool = pydantic.Field(
         False, description="Run the forward pass under bfloat16 autocast (automatic mixed precision)."
+    )
+    linear_kernel: LinearKernel = pydantic.Field(
+        "auto",
+        description="Who computes the fp32 products of large Linear layers on CPU: 'auto' (oneDNN on x86-64 "
+        "where it works, else torch), 'onednn', or 'torch' (torch's default BLAS: bit-identical to the "
+        "original's code). See tml.common.modules.linear_kernel.",
     )
 
 

@@ -1,7 +1,7 @@
 """The Heavy Ranker's whole config: one YAML file with these top-level sections.
 
     training:        the loop's schedule (recap's TrainingConfig: core's without num_epochs, plus seed)
-    runtime:         amp / tf32 switches (an addition; absent in the original's files, defaults apply)
+    runtime:         amp / tf32 / Linear-kernel switches (an addition; absent in the original's files, defaults apply)
     model:           ModelConfig (model/config.py)
     train_data:      RecapDataConfig (data/config.py)
     validation_data: name -> RecapDataConfig, each evaluated on its own `evaluation_tasks`
@@ -72,7 +72,8 @@ def run_seed(config: "RecapConfig") -> int:
 class RecapConfig(BaseConfig):
     training: TrainingConfig = Field(default_factory=TrainingConfig)  # type: ignore[valid-type]
     runtime: RuntimeConfig = Field(
-        default_factory=RuntimeConfig, description="bf16 autocast (enable_amp) and TF32 switches."
+        default_factory=RuntimeConfig,
+        description="bf16 autocast (enable_amp), TF32 switches and the CPU kernel of Linear layers (linear_kernel).",
     )
     model: ModelConfig
     train_data: RecapDataConfig

@@ -16,6 +16,7 @@ from tml.common import device as device_lib
 from tml.common.seeding import seed_torch
 from tml.common.entry_point import training_session
 from tml.common.modules.embedding.pretrained import load_pretrained_tables
+from tml.common.modules.linear_kernel import use_linear_kernel
 from tml.common.sharding import maybe_shard_model
 from tml.core import custom_training_loop as ctl
 from tml.core import debug_training_loop
@@ -149,6 +150,7 @@ def build_model_and_optimizer(
         # Allocated only where the sharding plan places each table.
         embedding_device=torch.device("meta") if large is not None else None,
     )
+    use_linear_kernel(model, config.runtime.linear_kernel, device)
     fused_params = apply_embedding_optimizers(model, large.table_optimizers()) if large is not None else None
     model = maybe_shard_model(model, device, fused_params=fused_params)
     if large is not None:

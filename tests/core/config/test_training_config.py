@@ -32,7 +32,17 @@ def test_training_defaults_match_the_original():
 
 
 def test_runtime_defaults():
-    assert RuntimeConfig().model_dump() == {"wandb": None, "enable_tensorfloat32": False, "enable_amp": False}
+    assert RuntimeConfig().model_dump() == {
+        "wandb": None,
+        "enable_tensorfloat32": False,
+        "enable_amp": False,
+        "linear_kernel": "auto",  # ours: the original always used torch's default BLAS
+    }
+
+
+def test_an_unknown_linear_kernel_is_refused_by_name():
+    with pytest.raises(pydantic.ValidationError, match="linear_kernel"):
+        RuntimeConfig(linear_kernel="mkl")
 
 
 def test_every_field_is_described():
