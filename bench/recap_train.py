@@ -1,6 +1,6 @@
 """Training-step speed of the production Heavy Ranker (`config/local_prod.yaml`, 48 M parameters).
 
-    .venv/bin/python bench/recap_train.py [--threads 1] [--repeats 5] [--steps 3] [--steps_large 1]
+    .venv/bin/python bench/recap_train.py [--threads 1] [--repeats 5] [--steps 3] [--steps_large 2]
 
 Every side trains the model that `main.py` builds (`job.build_model_and_optimizer`: the local_prod
 architecture, per-tower Adam groups and LR schedules) through the training loop's step runner
@@ -9,15 +9,22 @@ without its logging and checkpoints). The model starts from the same weights on 
 
 Sides, at batch 128 and 512:
 - `plain`: today's step before this benchmark's issue: eager fp32, torch's default Adam (on CPU a
-  loop over the parameters). The baseline of the speed-up ratio.
-- `fused`: the new default step: eager fp32, fused Adam for the dense groups.
+  loop over the parameters) and torch's Linear products (`runtime.linear_kernel: torch`, MKL on
+  CPU). The baseline of the speed-up ratio.
+- `fused`: the new default step: eager fp32, fused Adam for the dense groups, and the default
+  `runtime.linear_kernel: auto` (on x86-64 CPUs oneDNN's products for the large Linear layers; see
+  `tml.common.modules.linear_kernel`).
+- `fused_torch_linear`: the new step with torch's Linear products: splits the speed-up into its two
+  parts (fused Adam; the Linear kernel).
 - `bf16`: the new step under `runtime.enable_amp` (bf16 autocast). Timed only where the CPU has bf16
   arithmetic (see `tml.core.precision`); elsewhere it is skipped with the reason.
-- `linear_products`: the step's Linear-layer matrix products alone, in the same process: for every
-  Linear of the model, the forward `addmm` and the two backward products (input and weight
-  gradients) on random inputs of the step's shapes and the model's own weights. Their FLOPs are the
-  step's Linear FLOPs (6 x in x out per example and layer), so achieved GFLOP/s of a step over this
-  side's GFLOP/s is the share of the step spent in useful GEMM work.
+- `linear_products`: the `fused` step's Linear-layer matrix products alone, in the same process: for
+  every Linear of the model, the forward product and the two backward products (input and weight
+  gradients), each by the kernel that layer uses in the step, on random inputs of the step's shapes
+  and the model's own weights. Their FLOPs are the step's Linear FLOPs (6 x in x out per example and
+  layer), so achieved GFLOP/s of a step over this side's GFLOP/s is the share of the step spent in
+  useful GEMM work. `linear_products_torch`: the same products by torch (`addmm` / `mm`), the
+  reference of the `plain` and `fused_torch_linear` steps.
 
 Outside the timed region: reading and assembling the batches (a few batches made by the recap
 loader from random Parquet files, kept in memory and cycled), building the models, two warm-up
@@ -30,9 +37,11 @@ part of the wall time, which CPU time leaves out.
 
 RESULT lines, headline first:
 - `recap_train_efficiency_ratio`: the fused fp32 step at batch 128, achieved GFLOP/s (Linear
-  multiply-adds) over the Linear products alone (target >= 0.8);
+  multiply-adds) over its Linear products alone (target >= 0.8);
 - `recap_step_speedup_ratio`: the fused step's examples/s over the plain step's, the smaller of the
-  two batch sizes (target >= 1.25 at each); then each batch size, then absolute figures.
+  two batch sizes (target >= 1.25 at each); then each batch size; then, per batch size, the plain
+  step's efficiency, the speed-up of fused Adam alone (`fused_torch_linear` / `plain`) and of the
+  Linear kernel (products alone, and `fused` / `fused_torch_linear`); then absolute figures.
 """
 from __future__ import annotations
 
@@ -50,7 +59,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[128, 512])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=3, help="steps per side and repeat at batch <= 256")
-    parser.add_argument("--steps_large", type=int, default=1, help="steps per side and repeat above 256")
+    parser.add_argument("--steps_large", type=int, default=2, help="steps per side and repeat above 256")
     return parser.parse_args()
 
 
@@ -63,6 +72,7 @@ torch.set_num_threads(ARGS.threads)
 
 from tml.common import device as device_lib  # noqa: E402
 from tml.common.allocator import keep_freed_memory  # noqa: E402
+from tml.common.modules.linear_kernel import OneDnnLinear  # noqa: E402
 from tml.common.sharding import quiet_torchrec_warnings  # noqa: E402
 from tml.core.config import load_config_from_yaml  # noqa: E402
 from tml.core.precision import cpu_bf16_support, measure_bf16_slowdown  # noqa: E402
@@ -95,7 +105,8 @@ class Side:
 
 
 class LinearProducts:
-    """The forward and backward matrix products of every Linear layer, at one batch size."""
+    """The forward and backward matrix products of every Linear layer, at one batch size, each by
+    the kernel its layer uses in `model` (oneDNN for an `OneDnnLinear`, else torch's)."""
 
     def __init__(self, model: torch.nn.Module, batch_size: int) -> None:
         generator = torch.Generator().manual_seed(0)
@@ -105,14 +116,26 @@ class LinearProducts:
             bias = layer.bias.detach() if layer.bias is not None else torch.zeros(weight.shape[0])
             inputs = torch.randn(batch_size, weight.shape[1], generator=generator)
             output_gradient = torch.randn(batch_size, weight.shape[0], generator=generator)
-            self.operands.append((weight, bias, inputs, output_gradient))
+            products = onednn_products if isinstance(layer, OneDnnLinear) else torch_products
+            self.operands.append((products, weight, bias, inputs, output_gradient))
 
     def run(self, batches, steps: int) -> None:
         for _ in range(steps):
-            for weight, bias, inputs, output_gradient in self.operands:
-                torch.addmm(bias, inputs, weight.t())  # forward, as F.linear
-                output_gradient.mm(weight)  # input gradient
-                output_gradient.t().mm(inputs)  # weight gradient
+            for products, weight, bias, inputs, output_gradient in self.operands:
+                products(weight, bias, inputs, output_gradient)
+
+
+def torch_products(weight, bias, inputs, output_gradient) -> None:
+    torch.addmm(bias, inputs, weight.t())  # forward, as F.linear
+    output_gradient.mm(weight)  # input gradient
+    output_gradient.t().mm(inputs)  # weight gradient
+
+
+def onednn_products(weight, bias, inputs, output_gradient) -> None:
+    linear = torch.ops.mkldnn._linear_pointwise  # as OneDnnLinearFunction computes them
+    linear(inputs, weight, bias, "none", [], "")
+    linear(output_gradient, weight.t(), None, "none", [], "")
+    linear(output_gradient.t(), inputs.t(), None, "none", [], "")
 
 
 def linear_macs_per_example(model: torch.nn.Module) -> int:
@@ -135,23 +158,30 @@ def load_batches(config: RecapConfig, batch_size: int) -> tuple[list, dict]:
     return batches, dataset.torch_element_spec
 
 
+def with_linear_kernel(config: RecapConfig, kernel: str) -> RecapConfig:
+    return config.model_copy(update={"runtime": config.runtime.model_copy(update={"linear_kernel": kernel})})
+
+
 def build_sides(config: RecapConfig, spec: dict, device, with_bf16: bool) -> list[Side]:
     torch.manual_seed(0)
     model, optimizer, scheduler = build_model_and_optimizer(config, spec, device)
     sides = [Side("fused", model, optimizer, scheduler, False, device)]
     weights = model.state_dict()
 
-    def same_weights_model():
+    def same_weights_model(kernel: str):
         torch.manual_seed(0)
-        other, _, _ = build_model_and_optimizer(config, spec, device)
+        other, _, _ = build_model_and_optimizer(with_linear_kernel(config, kernel), spec, device)
         other.load_state_dict(weights)
         return other
 
-    plain_model = same_weights_model()
+    plain_model = same_weights_model("torch")
     plain_optimizer, plain_scheduler = recap_optimizer.build_optimizer(plain_model, config.optimizer, fused_adam=False)
     sides.append(Side("plain", plain_model, plain_optimizer, plain_scheduler, False, device))
+    torch_linear_model = same_weights_model("torch")
+    torch_linear_optimizer, torch_linear_scheduler = recap_optimizer.build_optimizer(torch_linear_model, config.optimizer)
+    sides.append(Side("fused_torch_linear", torch_linear_model, torch_linear_optimizer, torch_linear_scheduler, False, device))
     if with_bf16:
-        bf16_model = same_weights_model()
+        bf16_model = same_weights_model(config.runtime.linear_kernel)
         bf16_optimizer, bf16_scheduler = recap_optimizer.build_optimizer(bf16_model, config.optimizer)
         sides.append(Side("bf16", bf16_model, bf16_optimizer, bf16_scheduler, True, device))
     return sides
@@ -189,6 +219,8 @@ def main() -> None:
 
     sides = build_sides(config, spec, device, with_bf16)
     macs = linear_macs_per_example(sides[0].model)
+    switched = sum(isinstance(m, OneDnnLinear) for m in sides[0].model.modules())
+    print(f"runtime.linear_kernel={config.runtime.linear_kernel}: {switched} Linear layers of the fused step use oneDNN's products")
     print(f"model: {sum(p.numel() for p in sides[0].model.parameters()):,} parameters, {len(list(m for m in sides[0].model.modules() if isinstance(m, torch.nn.Linear)))} Linear layers, {macs:,} Linear MACs per example (x6 FLOPs per trained example)")
 
     examples_per_s: dict[tuple[str, int], list[float]] = {}
@@ -197,6 +229,7 @@ def main() -> None:
         steps = ARGS.steps if batch_size <= 256 else ARGS.steps_large
         runners = {side.name: side for side in sides}
         runners["linear_products"] = LinearProducts(sides[0].model, batch_size)
+        runners["linear_products_torch"] = LinearProducts(runners["fused_torch_linear"].model, batch_size)
         iterators = {name: cycle(batches_by_size[batch_size]) for name in runners}
         for name, runner in runners.items():
             runner.run(iterators[name], 2)  # warm-up: optimizer state, allocator, caches
@@ -211,8 +244,8 @@ def main() -> None:
                 examples_per_cpu_s.setdefault((name, batch_size), []).append(steps * batch_size / cpu_elapsed)
         print(f"\nbatch {batch_size}, {steps} step(s) per repeat, {ARGS.repeats} repeats: examples/s (wall clock | per CPU second)")
         for name in names:
-            print(f"  {name:16s} {median_and_min(examples_per_s[(name, batch_size)])}")
-            print(f"  {'':16s} {median_and_min(examples_per_cpu_s[(name, batch_size)])}  (CPU time)")
+            print(f"  {name:21s} {median_and_min(examples_per_s[(name, batch_size)])}")
+            print(f"  {'':21s} {median_and_min(examples_per_cpu_s[(name, batch_size)])}  (CPU time)")
 
     def median(name: str, batch_size: int, rates: dict = examples_per_s) -> float:
         return statistics.median(rates[(name, batch_size)])
@@ -228,9 +261,15 @@ def main() -> None:
     for batch_size, speedup in speedups.items():
         print(f"RESULT recap_step_speedup_b{batch_size}_ratio={speedup:.3f}")
     for batch_size in ARGS.batch_sizes:
-        print(f"RESULT recap_train_efficiency_plain_b{batch_size}_ratio={gflops('plain', batch_size) / gflops('linear_products', batch_size):.3f}")
         if batch_size != headline:
             print(f"RESULT recap_train_efficiency_b{batch_size}_ratio={gflops('fused', batch_size) / gflops('linear_products', batch_size):.3f}")
+        # The plain step and the fused step with torch's Linear kernel run torch's products.
+        print(f"RESULT recap_train_efficiency_plain_b{batch_size}_ratio={gflops('plain', batch_size) / gflops('linear_products_torch', batch_size):.3f}")
+        print(f"RESULT recap_train_efficiency_fused_torch_linear_b{batch_size}_ratio={gflops('fused_torch_linear', batch_size) / gflops('linear_products_torch', batch_size):.3f}")
+        # The speed-up in two parts: fused Adam alone, and the Linear kernel (products alone and in the step).
+        print(f"RESULT recap_step_speedup_fused_adam_only_b{batch_size}_ratio={median('fused_torch_linear', batch_size) / median('plain', batch_size):.3f}")
+        print(f"RESULT recap_linear_kernel_products_b{batch_size}_ratio={median('linear_products', batch_size) / median('linear_products_torch', batch_size):.3f}")
+        print(f"RESULT recap_linear_kernel_step_b{batch_size}_ratio={median('fused', batch_size) / median('fused_torch_linear', batch_size):.3f}")
         if with_bf16:
             print(f"RESULT recap_bf16_over_fp32_b{batch_size}_ratio={median('bf16', batch_size) / median('fused', batch_size):.3f}")
     # On a shared machine other processes take the core away for part of the wall time; the same
@@ -242,7 +281,7 @@ def main() -> None:
     for batch_size in ARGS.batch_sizes:
         for name in [side.name for side in sides]:
             print(f"RESULT recap_{name}_examples_per_s_b{batch_size}={median(name, batch_size):.1f}")
-        for name in [side.name for side in sides] + ["linear_products"]:
+        for name in [side.name for side in sides] + ["linear_products", "linear_products_torch"]:
             print(f"RESULT recap_{name}_gflops_b{batch_size}={gflops(name, batch_size):.1f}")
 
 
