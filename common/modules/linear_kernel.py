@@ -1,14 +1,14 @@
 """Which library computes the fp32 matrix products of a model's `nn.Linear` layers on CPU.
 
-torch's `F.linear` hands fp32 products on CPU to MKL's sgemm. MKL picks its code path by CPU vendor,
-and on AMD processors with AVX-512 (measured on an AMD EPYC Zen 4, 1 and 2 threads) its products ran
-1.2-1.3x slower than oneDNN's, which torch also ships and which dispatches on the instruction set.
-The Heavy Ranker's step is about 85% such products, so where they come from sets its speed.
+torch's `F.linear` hands fp32 products on CPU to MKL's sgemm. MKL picks its code path by CPU vendor:
+on an AMD EPYC Zen 4 (AVX-512; 1 and 2 threads) oneDNN, which torch also ships and which dispatches
+on the instruction set, ran the Heavy Ranker's products 1.15-1.3x faster. That step is about 85%
+such products, so where they come from sets its speed.
 
-`use_linear_kernel(model, "auto")` therefore switches the large `nn.Linear` layers of a model to
-`OneDnnLinear` (the `runtime.linear_kernel` field): the same layer, the same parameters and state dict keys, whose forward and backward
-products are oneDNN's (`torch.ops.mkldnn._linear_pointwise`, the op torch's own compiler emits for
-CPU linears). The result is the same math in fp32, rounded differently: outputs agree with
+`use_linear_kernel(model, "auto")` (the `runtime.linear_kernel` field) therefore switches the large
+`nn.Linear` layers of a model to `OneDnnLinear`: the same layer, the same parameters and state dict
+keys, whose forward and backward products are oneDNN's (`torch.ops.mkldnn._linear_pointwise`, the
+op torch's own compiler emits for CPU linears). The result is the same math in fp32, rounded differently: outputs agree with
 `F.linear` to about 1e-6 relative. Small layers stay with torch: below about 2^18 weights oneDNN's
 per-call cost outweighs its faster kernel. `"torch"` leaves the model untouched, which keeps the
 products bit-identical to the original's code.
@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tml.core.config.errors import ConfigError
 from tml.core.config.training import LinearKernel
 
 # Below this many weights (in x out) oneDNN's per-call overhead outweighs its faster kernel: measured
@@ -124,7 +125,7 @@ def resolve_linear_kernel(kernel: LinearKernel, device: torch.device) -> Literal
         return "torch"
     if kernel == "onednn":
         if not onednn_linear_works():
-            raise ValueError(
+            raise ConfigError(
                 "runtime.linear_kernel is 'onednn' but this torch build has no working oneDNN linear "
                 "(torch.ops.mkldnn._linear_pointwise); use 'auto' or 'torch'."
             )

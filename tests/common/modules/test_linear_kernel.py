@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tml.common.modules import linear_kernel
+from tml.core.config import ConfigError
 from tml.common.modules.linear_kernel import (
     MIN_ONEDNN_WEIGHTS,
     OneDnnLinear,
@@ -122,7 +123,7 @@ def test_other_devices_keep_torchs_products():
 
 def test_asking_for_onednn_without_it_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(linear_kernel, "onednn_linear_works", lambda: False)
-    with pytest.raises(ValueError, match="runtime.linear_kernel is 'onednn'"):
+    with pytest.raises(ConfigError, match="runtime.linear_kernel is 'onednn'"):  # `error:` line, no traceback
         use_linear_kernel(nn.Linear(1024, 1024), "onednn", CPU)
     assert resolve_linear_kernel("auto", CPU) == "torch"  # auto quietly keeps torch's
 
