@@ -12,7 +12,7 @@ Sides, at batch 128 and 512:
   loop over the parameters) and torch's Linear products (`runtime.linear_kernel: torch`, MKL on
   CPU). The baseline of the speed-up ratio.
 - `fused`: the new default step: eager fp32, fused Adam for the dense groups, and the default
-  `runtime.linear_kernel: auto` (on x86-64 CPUs oneDNN's products for the large Linear layers; see
+  `runtime.linear_kernel: auto` (on non-Intel x86-64 CPUs oneDNN's products for the large Linear layers; see
   `tml.common.modules.linear_kernel`).
 - `fused_torch_linear`: the new step with torch's Linear products: splits the speed-up into its two
   parts (fused Adam; the Linear kernel).

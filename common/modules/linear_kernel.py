@@ -6,7 +6,8 @@ on the instruction set, ran the Heavy Ranker's products 1.15-1.3x faster. That s
 such products, so where they come from sets its speed.
 
 `use_linear_kernel(model, "auto")` (the `runtime.linear_kernel` field) therefore switches the large
-`nn.Linear` layers of a model to `OneDnnLinear`: the same layer, the same parameters and state dict
+`nn.Linear` layers of a model to `OneDnnLinear` on x86 CPUs not made by Intel (on Intel's own, MKL
+runs its best code and is reported on par with oneDNN, so torch's products stay): the same layer, the same parameters and state dict
 keys, whose forward and backward products are oneDNN's (`torch.ops.mkldnn._linear_pointwise`, the
 op torch's own compiler emits for CPU linears). The result is the same math in fp32, rounded differently: outputs agree with
 `F.linear` to about 1e-6 relative. Small layers stay with torch: below about 2^18 weights oneDNN's
@@ -35,6 +36,9 @@ from tml.core.config.training import LinearKernel
 MIN_ONEDNN_WEIGHTS = 1 << 18
 
 _X86_MACHINES = {"x86_64", "amd64"}
+# MKL runs its own best code on Intel processors, where oneDNN's fp32 products are reported on par with
+# it; elsewhere it takes slower paths. So "auto" keeps torch's (MKL's) products on these vendors.
+_MKL_NATIVE_VENDORS = {"GenuineIntel"}
 
 
 def _onednn_linear(inputs: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -119,8 +123,25 @@ def onednn_linear_works() -> bool:
     )
 
 
+def cpu_vendor(cpuinfo_path: str = "/proc/cpuinfo") -> Optional[str]:
+    """The x86 vendor string /proc/cpuinfo gives (e.g. "AuthenticAMD"); None where it cannot be read."""
+    try:
+        with open(cpuinfo_path) as cpuinfo:
+            for line in cpuinfo:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id":
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
 def resolve_linear_kernel(kernel: LinearKernel, device: torch.device) -> Literal["torch", "onednn"]:
-    """What `kernel` means on `device` in this process: "auto" picks oneDNN on x86-64 CPUs where it works."""
+    """What `kernel` means on `device` in this process.
+
+    "auto" picks oneDNN on x86-64 CPUs of a known vendor other than Intel (where MKL's vendor dispatch
+    makes torch's products slower) when oneDNN works there; torch's products everywhere else.
+    """
     if kernel == "torch" or device.type != "cpu":
         return "torch"
     if kernel == "onednn":
@@ -131,7 +152,9 @@ def resolve_linear_kernel(kernel: LinearKernel, device: torch.device) -> Literal
             )
         return "onednn"
     on_x86 = platform.machine().lower() in _X86_MACHINES
-    return "onednn" if on_x86 and onednn_linear_works() else "torch"
+    vendor = cpu_vendor() if on_x86 else None
+    mkl_is_slow_here = vendor is not None and vendor not in _MKL_NATIVE_VENDORS
+    return "onednn" if mkl_is_slow_here and onednn_linear_works() else "torch"
 
 
 def use_linear_kernel(model: nn.Module, kernel: LinearKernel, device: torch.device) -> int:

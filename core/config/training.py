@@ -28,8 +28,9 @@ class RuntimeConfig(BaseConfig):
     linear_kernel: LinearKernel = pydantic.Field(
         "auto",
         description="Who computes the fp32 products of large Linear layers on CPU: 'auto' (oneDNN on x86-64 "
-        "where it works, else torch), 'onednn', or 'torch' (torch's default BLAS: bit-identical to the "
-        "original's code). See tml.common.modules.linear_kernel.",
+        "CPUs not made by Intel, where MKL's vendor dispatch makes torch's products slower; else torch), "
+        "'onednn', or 'torch' (torch's default BLAS: bit-identical to the original's code). See "
+        "tml.common.modules.linear_kernel.",
     )
 
 

@@ -45,7 +45,27 @@ def test_onednn_linear_works_on_x86_cpus():
     if not ON_X86:
         pytest.skip("auto uses oneDNN on x86-64 only")
     assert onednn_linear_works()
-    assert resolve_linear_kernel("auto", CPU) == "onednn"
+
+
+@pytest.mark.parametrize(
+    "vendor, expected",
+    [("AuthenticAMD", "onednn"), ("HygonGenuine", "onednn"), ("GenuineIntel", "torch"), (None, "torch")],
+)
+def test_auto_uses_onednn_where_mkl_is_not_on_its_own_vendor(monkeypatch, vendor, expected):
+    if not ON_X86 or not onednn_linear_works():
+        pytest.skip("auto uses oneDNN on x86-64 only")
+    monkeypatch.setattr(linear_kernel, "cpu_vendor", lambda: vendor)
+    assert resolve_linear_kernel("auto", CPU) == expected
+    assert resolve_linear_kernel("onednn", CPU) == "onednn"  # asked for by name, on any vendor
+
+
+def test_the_vendor_is_read_from_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel name\t: AMD EPYC\n")
+    assert linear_kernel.cpu_vendor(str(cpuinfo)) == "AuthenticAMD"
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # Arm: no vendor_id line
+    assert linear_kernel.cpu_vendor(str(cpuinfo)) is None
+    assert linear_kernel.cpu_vendor(str(tmp_path / "missing")) is None
 
 
 @needs_onednn
@@ -108,7 +128,7 @@ def test_only_large_plain_linear_layers_switch_and_keep_their_parameters():
     assert use_linear_kernel(model, "torch", CPU) == 0
     assert [type(m) for m in model] == [nn.Linear, nn.ReLU, nn.Linear, CustomLinear]
 
-    assert use_linear_kernel(model, "auto" if ON_X86 else "onednn", CPU) == 1
+    assert use_linear_kernel(model, "onednn", CPU) == 1
     assert [type(m) for m in model] == [OneDnnLinear, nn.ReLU, nn.Linear, CustomLinear]
     assert isinstance(model[0], nn.Linear)
     assert [id(p) for p in model.parameters()] == parameters

@@ -59,6 +59,7 @@ def test_the_job_builds_its_model_with_the_runtime_kernel(monkeypatch, kernel):
     from tml.projects.home.recap.job import build_model_and_optimizer
 
     monkeypatch.setattr(linear_kernel, "MIN_ONEDNN_WEIGHTS", 1)  # local.yaml's layers are small
+    monkeypatch.setattr(linear_kernel, "cpu_vendor", lambda: "AuthenticAMD")  # where auto picks oneDNN
     local_yaml = Path(main.__file__).parent / "config" / "local.yaml"
     overrides = [] if kernel == "auto" else [f"runtime.linear_kernel={kernel}"]  # auto is the default
     config = load_config_from_yaml(RecapConfig, local_yaml, overrides)
