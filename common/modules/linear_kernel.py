@@ -7,12 +7,13 @@ such products, so where they come from sets its speed.
 
 `use_linear_kernel(model, "auto")` (the `runtime.linear_kernel` field) therefore switches the large
 `nn.Linear` layers of a model to `OneDnnLinear` on x86 CPUs not made by Intel (on Intel's own, MKL
-runs its best code and is reported on par with oneDNN, so torch's products stay): the same layer, the same parameters and state dict
-keys, whose forward and backward products are oneDNN's (`torch.ops.mkldnn._linear_pointwise`, the
-op torch's own compiler emits for CPU linears). The result is the same math in fp32, rounded differently: outputs agree with
-`F.linear` to about 1e-6 relative. Small layers stay with torch: below about 2^18 weights oneDNN's
-per-call cost outweighs its faster kernel. `"torch"` leaves the model untouched, which keeps the
-products bit-identical to the original's code.
+runs its best code and is reported on par with oneDNN, so torch's products stay): the same layer,
+the same parameters and state dict keys, whose forward and backward products are oneDNN's
+(`torch.ops.mkldnn._linear_pointwise`, the op torch's own compiler emits for CPU linears). The
+result is the same math in fp32, rounded differently: outputs agree with `F.linear` to about 1e-6
+relative. Small layers stay with torch: below about 2^18 weights oneDNN's per-call cost outweighs
+its faster kernel. `"torch"` leaves the model untouched, which keeps the products bit-identical to
+the original's code.
 
 A switched layer falls back to `F.linear` whenever the fast path does not apply: bf16 autocast
 (autocast owns the dtype there, and oneDNN already computes bf16 products), non-fp32 tensors,
