@@ -31,6 +31,7 @@ from torch import nn
 
 from tml.core.config.errors import ConfigError
 from tml.core.config.training import LinearKernel
+from tml.ml_logging.torch_logging import logging
 
 # Below this many weights (in x out) oneDNN's per-call overhead outweighs its faster kernel: measured
 # slower at 256 x 128 and 128 x 1, faster from 2048 x 256 up.
@@ -173,4 +174,6 @@ def use_linear_kernel(model: nn.Module, kernel: LinearKernel, device: torch.devi
         if type(module) is nn.Linear and module.in_features * module.out_features >= MIN_ONEDNN_WEIGHTS:
             module.__class__ = OneDnnLinear
             switched += 1
+    if switched:
+        logging.info(f"runtime.linear_kernel={kernel}: {switched} large Linear layers compute with oneDNN's products")
     return switched

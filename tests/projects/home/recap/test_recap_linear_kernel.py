@@ -51,7 +51,7 @@ def test_the_small_ranker_learns_the_same_with_onednn_products(monkeypatch):
 
 
 @pytest.mark.parametrize("kernel", ["auto", "onednn", "torch"])
-def test_the_job_builds_its_model_with_the_runtime_kernel(monkeypatch, kernel):
+def test_the_job_builds_its_model_with_the_runtime_kernel(monkeypatch, caplog, kernel):
     from tml.core.config import load_config_from_yaml
     from tml.projects.home.recap import main
     from tml.projects.home.recap.config import RecapConfig
@@ -64,8 +64,11 @@ def test_the_job_builds_its_model_with_the_runtime_kernel(monkeypatch, kernel):
     overrides = [] if kernel == "auto" else [f"runtime.linear_kernel={kernel}"]  # auto is the default
     config = load_config_from_yaml(RecapConfig, local_yaml, overrides)
     feature_shapes = input_spec(config.train_data, config.model).feature_shapes
-    model, _, _ = build_model_and_optimizer(config, feature_shapes, CPU)
+    with caplog.at_level("INFO"):
+        model, _, _ = build_model_and_optimizer(config, feature_shapes, CPU)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     switched = [m for m in linears if isinstance(m, OneDnnLinear)]
     assert switched == (linears if resolve_linear_kernel(kernel, CPU) == "onednn" else [])
     assert (switched != []) == (kernel == "onednn" or (kernel == "auto" and ON_X86))
+    said = f"runtime.linear_kernel={kernel}: {len(switched)} large Linear layers compute with oneDNN's products"
+    assert (said in caplog.text) == bool(switched)
