@@ -43,22 +43,31 @@ class CpuBf16Support:
         )
 
 
-def cpu_model_and_flags(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
-    """The CPU's model name and feature flags (x86 `flags` or Arm `Features`), as /proc/cpuinfo lists them."""
-    model, flags = platform.processor() or "unknown", set()
+_FLAG_KEYS = ("flags", "Features")  # x86, Arm
+
+
+def cpuinfo_fields(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's entry of /proc/cpuinfo (key -> value); {} where it cannot be read."""
+    fields: dict[str, str] = {}
     try:
         with open(path) as cpuinfo:
             for line in cpuinfo:
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key == "model name":
-                    model = value.strip()
-                elif key in ("flags", "Features"):
-                    flags = set(value.split())
-                if key == "" and flags:
+                if key:
+                    fields[key] = value.strip()
+                elif any(fields.get(flag_key) for flag_key in _FLAG_KEYS):
                     break  # the first processor's entry is enough
     except OSError:
         pass
+    return fields
+
+
+def cpu_model_and_flags(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags (x86 `flags` or Arm `Features`), as /proc/cpuinfo lists them."""
+    fields = cpuinfo_fields(path)
+    model = fields.get("model name", platform.processor() or "unknown")
+    flags = next((set(fields[key].split()) for key in _FLAG_KEYS if key in fields), set())
     return model, flags
 
 

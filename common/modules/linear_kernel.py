@@ -31,6 +31,7 @@ from torch import nn
 
 from tml.core.config.errors import ConfigError
 from tml.core.config.training import LinearKernel
+from tml.core.precision import cpuinfo_fields
 from tml.ml_logging.torch_logging import logging
 
 # Below this many weights (in x out) oneDNN's per-call overhead outweighs its faster kernel: measured
@@ -127,15 +128,7 @@ def onednn_linear_works() -> bool:
 
 def cpu_vendor(cpuinfo_path: str = "/proc/cpuinfo") -> Optional[str]:
     """The x86 vendor string /proc/cpuinfo gives (e.g. "AuthenticAMD"); None where it cannot be read."""
-    try:
-        with open(cpuinfo_path) as cpuinfo:
-            for line in cpuinfo:
-                key, _, value = line.partition(":")
-                if key.strip() == "vendor_id":
-                    return value.strip()
-    except OSError:
-        pass
-    return None
+    return cpuinfo_fields(cpuinfo_path).get("vendor_id")
 
 
 def resolve_linear_kernel(kernel: LinearKernel, device: torch.device) -> Literal["torch", "onednn"]:
