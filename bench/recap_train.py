@@ -72,7 +72,7 @@ torch.set_num_threads(ARGS.threads)
 
 from tml.common import device as device_lib  # noqa: E402
 from tml.common.allocator import keep_freed_memory  # noqa: E402
-from tml.common.modules.linear_kernel import OneDnnLinear  # noqa: E402
+from tml.common.modules.linear_kernel import OneDnnLinear, onednn_linear  # noqa: E402
 from tml.common.sharding import quiet_torchrec_warnings  # noqa: E402
 from tml.core.config import load_config_from_yaml  # noqa: E402
 from tml.core.precision import cpu_bf16_support, measure_bf16_slowdown  # noqa: E402
@@ -132,10 +132,9 @@ def torch_products(weight, bias, inputs, output_gradient) -> None:
 
 
 def onednn_products(weight, bias, inputs, output_gradient) -> None:
-    linear = torch.ops.mkldnn._linear_pointwise  # as OneDnnLinearFunction computes them
-    linear(inputs, weight, bias, "none", [], "")
-    linear(output_gradient, weight.t(), None, "none", [], "")
-    linear(output_gradient.t(), inputs.t(), None, "none", [], "")
+    onednn_linear(inputs, weight, bias)  # forward, as OneDnnLinearFunction computes it
+    onednn_linear(output_gradient, weight.t(), None)  # input gradient
+    onednn_linear(output_gradient.t(), inputs.t(), None)  # weight gradient
 
 
 def linear_macs_per_example(model: torch.nn.Module) -> int:
@@ -165,25 +164,22 @@ def with_linear_kernel(config: RecapConfig, kernel: str) -> RecapConfig:
 def build_sides(config: RecapConfig, spec: dict, device, with_bf16: bool) -> list[Side]:
     torch.manual_seed(0)
     model, optimizer, scheduler = build_model_and_optimizer(config, spec, device)
-    sides = [Side("fused", model, optimizer, scheduler, False, device)]
     weights = model.state_dict()
 
-    def same_weights_model(kernel: str):
+    def same_weights_side(name: str, kernel: str, fused_adam: bool = True, enable_amp: bool = False) -> Side:
         torch.manual_seed(0)
         other, _, _ = build_model_and_optimizer(with_linear_kernel(config, kernel), spec, device)
         other.load_state_dict(weights)
-        return other
+        other_optimizer, other_scheduler = recap_optimizer.build_optimizer(other, config.optimizer, fused_adam=fused_adam)
+        return Side(name, other, other_optimizer, other_scheduler, enable_amp, device)
 
-    plain_model = same_weights_model("torch")
-    plain_optimizer, plain_scheduler = recap_optimizer.build_optimizer(plain_model, config.optimizer, fused_adam=False)
-    sides.append(Side("plain", plain_model, plain_optimizer, plain_scheduler, False, device))
-    torch_linear_model = same_weights_model("torch")
-    torch_linear_optimizer, torch_linear_scheduler = recap_optimizer.build_optimizer(torch_linear_model, config.optimizer)
-    sides.append(Side("fused_torch_linear", torch_linear_model, torch_linear_optimizer, torch_linear_scheduler, False, device))
+    sides = [
+        Side("fused", model, optimizer, scheduler, False, device),
+        same_weights_side("plain", "torch", fused_adam=False),
+        same_weights_side("fused_torch_linear", "torch"),
+    ]
     if with_bf16:
-        bf16_model = same_weights_model(config.runtime.linear_kernel)
-        bf16_optimizer, bf16_scheduler = recap_optimizer.build_optimizer(bf16_model, config.optimizer)
-        sides.append(Side("bf16", bf16_model, bf16_optimizer, bf16_scheduler, True, device))
+        sides.append(same_weights_side("bf16", config.runtime.linear_kernel, enable_amp=True))
     return sides
 
 

@@ -44,7 +44,7 @@ _X86_MACHINES = {"x86_64", "amd64"}
 _MKL_NATIVE_VENDORS = {"GenuineIntel"}
 
 
-def _onednn_linear(inputs: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+def onednn_linear(inputs: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """inputs [B, in] x weight [out, in]^T (+ bias), by oneDNN; either operand may be a strided view."""
     return torch.ops.mkldnn._linear_pointwise(inputs, weight, bias, "none", [], "")
 
@@ -56,16 +56,16 @@ class OneDnnLinearFunction(torch.autograd.Function):
     def forward(ctx, inputs: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
         ctx.save_for_backward(inputs, weight)
         ctx.has_bias = bias is not None
-        return _onednn_linear(inputs, weight, bias)
+        return onednn_linear(inputs, weight, bias)
 
     @staticmethod
     def backward(ctx, output_gradient: torch.Tensor):
         inputs, weight = ctx.saved_tensors
         input_gradient = weight_gradient = bias_gradient = None
         if ctx.needs_input_grad[0]:
-            input_gradient = _onednn_linear(output_gradient, weight.t(), None)  # [B, out] x [out, in]
+            input_gradient = onednn_linear(output_gradient, weight.t(), None)  # [B, out] x [out, in]
         if ctx.needs_input_grad[1]:
-            weight_gradient = _onednn_linear(output_gradient.t(), inputs.t(), None)  # [out, B] x [B, in]
+            weight_gradient = onednn_linear(output_gradient.t(), inputs.t(), None)  # [out, B] x [B, in]
         if ctx.has_bias and ctx.needs_input_grad[2]:
             bias_gradient = output_gradient.sum(0)
         return input_gradient, weight_gradient, bias_gradient
