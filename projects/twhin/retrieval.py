@@ -65,6 +65,15 @@ def relation_queries(lhs: np.ndarray, operator: Operator | str, relation: Option
     return query.numpy(), bias.numpy()
 
 
+def config_relation(twhin_config: Any, relation: str, label: str = "relation") -> Any:
+    """The `RelationConfig` named `relation` in `twhin_config` (a `TwhinConfig`); a KeyError naming
+    the config's relations otherwise (`label`: how the caller's user gave the name)."""
+    relations = {r.name: r for r in twhin_config.model.relations}
+    if relation not in relations:
+        raise KeyError(f"{label} '{relation}' is not a relation of the TwHIN config; relations: {sorted(relations)}")
+    return relations[relation]
+
+
 def model_queries(lhs: np.ndarray, export_dir: str, twhin_config: Any, relation: str,
                   tables: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """([Q, D] queries q, [Q] biases b) with the trained model's score of (lhs, `relation`, x) equal
@@ -72,10 +81,7 @@ def model_queries(lhs: np.ndarray, export_dir: str, twhin_config: Any, relation:
     operator and vectors from the export's relations.parquet, and for a `relation_aware` model the
     reverse relation's head query (which has no bias). `tables` = the (lhs, rhs) tables the relation
     must connect. `twhin_config` is a `TwhinConfig`."""
-    relations = {r.name: r for r in twhin_config.model.relations}
-    if relation not in relations:
-        raise KeyError(f"relation '{relation}' is not a relation of the TwHIN config; relations: {sorted(relations)}")
-    chosen = relations[relation]
+    chosen = config_relation(twhin_config, relation)
     if (chosen.lhs, chosen.rhs) != tuple(tables):
         raise ValueError(f"relation '{relation}' connects {chosen.lhs} -> {chosen.rhs}, not {tables[0]} -> {tables[1]}")
     if twhin_config.model.relation_aware:

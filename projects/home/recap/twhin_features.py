@@ -173,11 +173,9 @@ class EdgeScorer:
     """Scores (lhs id, rhs id) pairs with one relation of a trained TwHIN model (see `TwhinScore`)."""
 
     def __init__(self, score: TwhinScore, export_dir: str, twhin_config: object, mapping_dir: Optional[str] = None) -> None:
-        relations = {r.name: r for r in twhin_config.model.relations}  # type: ignore[attr-defined]
-        if score.relation not in relations:
-            raise KeyError(f"--score relation '{score.relation}' is not a relation of the TwHIN config; "
-                           f"relations: {sorted(relations)}")
-        chosen = relations[score.relation]
+        from tml.projects.twhin.retrieval import config_relation
+
+        chosen = config_relation(twhin_config, score.relation, label="--score relation")
         self.score, self.export_dir, self.config = score, export_dir, twhin_config
         self.tables = (chosen.lhs, chosen.rhs)
         self.lhs = VectorTable(export_dir, chosen.lhs, mapping_dir)
